@@ -1,0 +1,39 @@
+# finews-ingest: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export FINEWS_DATABASE_URL ?= sqlite:///data/finews.db
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+lint: $(STAMP) ## Run ruff
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) lint ## Lint, then run the whole test suite (needs PostgreSQL; see README)
+	$(VENV)/bin/pytest
+
+extract: $(STAMP) ## Extract local files: make extract FILES="a.md b.html"
+	$(VENV)/bin/scrapy extract $(FILES)
+
+migrate: $(STAMP) ## Upgrade the database at FINEWS_DATABASE_URL to the newest schema
+	$(VENV)/bin/python -m schema.migrate
+
+bench: $(STAMP) ## Run every benchmark and print side-by-side ratios
+	$(PY) -m tests.bench all
+
+bench-extract: $(STAMP) ## Benchmark extraction of post files and rendered pages
+	$(PY) -m tests.bench extract
+
+.PHONY: help install lint test extract migrate bench bench-extract

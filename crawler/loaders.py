@@ -1,0 +1,49 @@
+"""The item loader: input processors that turn raw extracted values into item fields.
+
+Both page parsers fill an ``ArticleLoader``; output processors sit on the item fields
+(``crawler.items``), so the two parsers cannot drift apart in how they clean a field.
+"""
+
+from __future__ import annotations
+
+from itemloaders import ItemLoader
+from itemloaders.processors import Identity, MapCompose
+
+from crawler.items import Article
+from crawler.pages.body import Body
+from crawler.processors import (
+    clean_text,
+    clean_title,
+    info_code_from_article_link,
+    info_code_from_name,
+    info_code_from_share_link,
+    outlet_from_tag,
+    parse_site_time,
+)
+
+
+class ArticleLoader(ItemLoader):
+    default_item_class = Article
+    default_input_processor = Identity()
+
+    title_in = MapCompose(clean_title)
+    published_at_in = MapCompose(parse_site_time)
+    category_in = MapCompose(clean_text)
+    outlet_in = MapCompose(outlet_from_tag)
+
+    def add_body(self, body: Body) -> None:
+        """The fields the shared body extractor found."""
+        for name in ("digest", "source", "source_url", "body_html"):
+            self.add_value(name, getattr(body, name))
+        self.add_value("paragraphs", body.paragraphs)
+        self.add_value("images", body.images)
+        self.add_value("stocks", body.stocks)
+        # Fallbacks, used only when the wrapper did not name them.
+        self.add_value("outlet", body.backlink_outlet)
+        self.add_value("category", body.backlink_category)
+
+    def add_info_code(self, source_url: str | None, name: str | None) -> None:
+        """The infoCode, in order of trust: NewsShare link, post name, eastmoney.com link."""
+        self.add_value("info_code", info_code_from_share_link(source_url))
+        self.add_value("info_code", info_code_from_name(name))
+        self.add_value("info_code", info_code_from_article_link(source_url))

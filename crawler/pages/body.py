@@ -1,0 +1,317 @@
+"""The one body extractor shared by rendered pages and post files.
+
+Input: the top-level nodes of an article's content, as kramdown renders it (the
+children of the page's ``<section>`` between the title and the tags line, or the HTML
+rendered from a post file's body). Output: ``Body`` with paragraphs, digest, source,
+links, images, stocks and sanitised HTML. Selectors of the site wrapper never live here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import lxml.html
+import nh3
+from lxml import etree
+
+from crawler.items import Stock
+from crawler.processors import (
+    clean_text,
+    outlet_from_backlink,
+    parse_source_line,
+    parse_stock_markup,
+    stock_kind,
+    stock_symbol,
+)
+
+_KLINE_START = "EM_StockImg_Start"
+_KLINE_END = "EM_StockImg_End"
+_SOURCE_CLASS = "em_media"
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none", re.I)
+_BACKLINK_SEPARATORS = re.compile(r"[｜|\s]+")
+_CATEGORY_HREF = re.compile(
+    r"/category/([^/?#]+?)\.html"  # //finews.withounder.com/category/<slug>.html
+    r"|^(?:https?:)?//[^/]+/([^/?#]+)/?$"  # //finews.withounder.com/emnews/
+    r"|^\.{0,2}/([^/?#]+)/?$"  # ../emnews/ and ./emnews/
+)
+
+# Elements that start and end a text block; everything else is inline.
+_BLOCKS = frozenset({
+    "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt",
+    "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
+    "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "tfoot", "thead", "ul",
+})  # fmt: skip
+_SKIP = frozenset(["script", "style", "noscript", "template"])
+
+_HTML_TAGS = {
+    "a", "b", "blockquote", "br", "caption", "center", "code", "col", "colgroup", "dd", "del",
+    "div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
+    "i", "img", "li", "ol", "p", "pre", "s", "small", "span", "strong", "sub", "sup", "table",
+    "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+_HTML_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+}
+
+
+@dataclass
+class Body:
+    """What the article content holds, before the wrapper adds title, time and category."""
+
+    digest: str | None = None
+    paragraphs: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    body_html: str | None = None
+    source: str | None = None
+    source_url: str | None = None
+    stocks: list[Stock] = field(default_factory=list)
+    backlink_outlet: str | None = None  # X of 返回X新闻
+    backlink_category: str | None = None  # slug of the back-link's category URL
+
+
+def extract_body(nodes: list, base_url: str) -> Body:
+    """Read the content's top-level nodes (elements and comments) into a ``Body``."""
+    return _BodyReader(base_url).read(nodes)
+
+
+def parse_fragment(html: str) -> list:
+    """The top-level nodes of an HTML fragment, comments included."""
+    root = lxml.html.document_fromstring(f"<html><body><div>{html}</div></body></html>")
+    container = root.find("body/div")
+    assert container is not None
+    return _with_leading_text(container)
+
+
+def _with_leading_text(container) -> list:
+    nodes: list = []
+    if container.text and container.text.strip():
+        nodes.append(container.text)
+    for child in container:
+        nodes.append(child)
+        if child.tail and child.tail.strip():
+            nodes.append(child.tail)
+    return nodes
+
+
+def _classes(el) -> list[str]:
+    return (el.get("class") or "").split()
+
+
+def _is_hidden(el) -> bool:
+    return bool(_HIDDEN_STYLE.search(el.get("style") or ""))
+
+
+class _BodyReader:
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.body = Body()
+        self.blocks: list[str] = []
+        self.run: list[str] = []
+        self.html_parts: list[str] = []
+        self.stocks: dict[tuple[str, str], Stock] = {}
+        self.in_kline = False
+        self.seen_text = False
+
+    # -- top level ------------------------------------------------------------
+    def read(self, nodes: list) -> Body:
+        for node in nodes:
+            if isinstance(node, str):  # bare text between blocks
+                self.run.append(node)
+                self.html_parts.append(f"<p>{_escape(node.strip())}</p>")
+                self._flush()
+                continue
+            if self._top_level_special(node):
+                continue
+            self._walk(node)
+            self._flush()
+            self.html_parts.append(_serialise(node))
+        body = self.body
+        body.paragraphs = self.blocks
+        body.stocks = list(self.stocks.values())
+        html = "".join(self.html_parts).strip()
+        body.body_html = _sanitise(html) if html else None
+        return body
+
+    def _top_level_special(self, node) -> bool:
+        """Handle nodes that are wrapper or metadata, not article text. True if consumed."""
+        if not isinstance(node.tag, str):  # comment or processing instruction
+            self._comment(node)
+            return True
+        if self.in_kline:
+            self._kline_node(node)
+            return True
+        if _is_hidden(node):
+            return True
+        tag = node.tag
+        if tag == "blockquote" and not self.seen_text and self.body.digest is None:
+            self.body.digest = clean_text(node.text_content()) or None
+            return True
+        if tag == "p":
+            if _SOURCE_CLASS in _classes(node):
+                self.body.source = parse_source_line(node.text_content())
+                return True
+            if self._link_line(node) or self._backlinks(node):
+                return True
+        return False
+
+    def _comment(self, node) -> None:
+        text = (node.text or "") if node.tag is etree.Comment else ""
+        if _KLINE_START in text:
+            self.in_kline = True
+        elif _KLINE_END in text:
+            self.in_kline = False
+
+    def _kline_node(self, node) -> None:
+        """K-line blocks chart the article's main securities: primary mentions."""
+        for el in node.iter("a"):
+            self._mention(el, primary=True)
+
+    def _link_line(self, p) -> bool:
+        """A paragraph that is only the source link (or the empty ``<>``)."""
+        text = clean_text(p.text_content())
+        if text == "<>":
+            return True
+        links = p.findall("a")
+        if len(p) == 1 and len(links) == 1:
+            href = (links[0].get("href") or "").strip()
+            if href and clean_text(links[0].text_content()) == href == text:
+                if self.body.source_url is None:
+                    self.body.source_url = href
+                return True
+        return False
+
+    def _backlinks(self, p) -> bool:
+        """A paragraph of 返回X新闻 / 返回首页 links and separators only."""
+        links = p.findall("a")
+        if not links or len(p) != len(links):
+            return False
+        texts = [clean_text(a.text_content()) for a in links]
+        if not all(t.startswith("返回") for t in texts):
+            return False
+        rest = clean_text(p.text_content())
+        for t in texts:
+            rest = rest.replace(t, "", 1)
+        if _BACKLINK_SEPARATORS.sub("", rest):
+            return False
+        for a, text in zip(links, texts, strict=True):
+            outlet = outlet_from_backlink(text)
+            if outlet:
+                self.body.backlink_outlet = outlet
+                match = _CATEGORY_HREF.search(a.get("href") or "")
+                if match:
+                    self.body.backlink_category = next(g for g in match.groups() if g)
+        return True
+
+    # -- inside the article ---------------------------------------------------------
+    def _walk(self, el) -> None:
+        tag = el.tag
+        if not isinstance(tag, str):
+            self._comment(el)
+            return
+        if tag in _SKIP or _is_hidden(el):
+            return
+        if self.in_kline:
+            self._kline_node(el)
+            return
+        if _SOURCE_CLASS in _classes(el):
+            self._flush()
+            if self.body.source is None:
+                self.body.source = parse_source_line(el.text_content())
+            return
+        if tag == "img":
+            self._image(el)
+        if tag == "br":
+            self.run.append(" ")
+            return
+        if tag == "tr":
+            self._flush()
+            cells = [clean_text(c.text_content()) for c in el if c.tag in ("td", "th")]
+            self.run.append(" ".join(c for c in cells if c))
+            for img in el.iter("img"):
+                self._image(img)
+            for a in el.iter():
+                if a is not el and isinstance(a.tag, str):
+                    self._mention(a)
+            self._flush()
+            return
+        block = tag in _BLOCKS
+        if block:
+            self._flush()
+        counted = self._mention(el)
+        if el.text:
+            self.run.append(el.text)
+        for child in el:
+            if counted and isinstance(child.tag, str):
+                # markup inside a counted mention is the same mention
+                self.run.append(child.text_content())
+            else:
+                self._walk(child)
+            if child.tail:
+                self.run.append(child.tail)
+        if block:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.run:
+            text = clean_text("".join(self.run))
+            self.run = []
+            if text:
+                self.blocks.append(text)
+                self.seen_text = True
+
+    def _image(self, el) -> None:
+        src = (el.get("src") or "").strip()
+        if src:
+            url = urljoin(self.base_url, src)
+            if url not in self.body.images:
+                self.body.images.append(url)
+
+    def _mention(self, el, primary: bool = False) -> bool:
+        if el.tag == "img":
+            return False
+        href = el.get("href")
+        key = parse_stock_markup(el.get("data-code"), href)
+        if key is None:
+            return False
+        market, code = key
+        stock = self.stocks.get(key)
+        if stock is None:
+            stock = self.stocks[key] = Stock(
+                market=market,
+                code=code,
+                symbol=stock_symbol(market, code),
+                name=None,
+                kind=stock_kind(market, code),
+                primary=False,
+                mentions=0,
+            )
+        stock.mentions += 1
+        stock.primary = stock.primary or primary
+        if stock.name is None and not primary:
+            stock.name = clean_text(el.text_content()) or None
+        return True
+
+
+def _serialise(el) -> str:
+    return lxml.html.tostring(el, encoding="unicode", with_tail=False)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _sanitise(html: str) -> str:
+    """Keep the article's structure (tables, emphasis, images, links), drop the rest."""
+    return nh3.clean(
+        html,
+        tags=_HTML_TAGS,
+        attributes=_HTML_ATTRIBUTES,
+        link_rel=None,
+        url_schemes={"http", "https"},
+        strip_comments=True,
+    ).strip()
