@@ -36,7 +36,7 @@ def render_markdown(text: str) -> str:
 
 
 def render_body(text: str) -> str:
-    """The post body as HTML, block by block."""
+    """The post body as HTML, block by block (read as a file is: ending in a newline)."""
     return "".join(_render_block(block) for block in _BLANK_LINES.split(text) if block.strip())
 
 
@@ -56,7 +56,7 @@ def _render_block(block: str) -> str:
         inner = re.sub(r"^ {0,3}> ?", "", stripped, flags=re.M)
         if not _MARKDOWN_SYNTAX.search(inner):
             return f"<blockquote>\n<p>{_text(inner)}</p>\n</blockquote>\n"
-    elif not _MARKDOWN_SYNTAX.search(stripped):
+    elif not _MARKDOWN_SYNTAX.search(block.strip("\n")):
         return f"<p>{_text(stripped)}</p>\n"
     return render_markdown(block)
 

@@ -1,0 +1,146 @@
+"""Parse one rendered post page of the site into an ``Article``.
+
+The site's traps (SITE.md): the header's ``<h1>`` is the site title, and ``og:description``
+pastes the whole article HTML unescaped into ``<head>``, so the article text also spills
+into an implicit early ``<body>``. Only the ``<section>`` of ``div.wrapper`` is content.
+
+Fields are read from structured data first, then from visible text:
+- time: ``article:published_time`` → JSON-LD ``datePublished`` → the ``<small>`` time line;
+- title: the section's ``<h1>`` → ``og:title`` → JSON-LD ``headline`` → ``<title>``,
+  never the site title 金融消息;
+- category: the post URL's first path segment → the canonical URL's → the back-link's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
+
+import lxml.html
+from w3lib.encoding import html_to_unicode
+
+from crawler.items import Article
+from crawler.loaders import ArticleLoader
+from crawler.pages import ExtractionError
+from crawler.pages.body import extract_body
+from crawler.processors import SITE_TITLE, clean_text
+
+_SECTION = "//div[contains(concat(' ', normalize-space(@class), ' '), ' wrapper ')]/section"
+_PUBLISHED = "//meta[@property='article:published_time']/@content"
+_OG_TITLE = "//meta[@property='og:title']/@content"
+_CANONICAL = "//link[@rel='canonical']/@href"
+_JSON_LD = "//script[@type='application/ld+json']/text()"
+_TITLE = "//title/text()"
+_TAGS_LINE = re.compile(r"^\s*tags\s*:", re.I)
+_POST_PATH = re.compile(r"/(?P<slug>[^/]+)/\d{4}/\d{2}/\d{2}/(?P<name>[^/]+?)\.html?$")
+
+
+def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> Article:
+    """Parse a rendered post page. ``body`` as served; ``headers`` give its charset."""
+    text = body if isinstance(body, str) else _decode(body, headers)
+    try:
+        root = lxml.html.document_fromstring(text)
+    except (lxml.etree.ParserError, ValueError) as exc:
+        raise ExtractionError(f"not an HTML page: {exc}") from None
+    sections = root.xpath(_SECTION)
+    if not sections:
+        raise ExtractionError("not a post page: no <section> inside div.wrapper")
+    section = sections[-1]
+    time_line, heading, nodes, tag = _split_section(section)
+
+    seo = _json_ld(root)
+    canonical = _first(root.xpath(_CANONICAL))
+    loader = ArticleLoader()
+    loader.add_value("url", url)
+    loader.add_value("title", heading)
+    loader.add_value("title", _not_site_title(_first(root.xpath(_OG_TITLE))))
+    loader.add_value("title", _not_site_title(seo.get("headline")))
+    loader.add_value("title", _not_site_title(_page_title(root)))
+    loader.add_value("published_at", _first(root.xpath(_PUBLISHED)))
+    loader.add_value("published_at", seo.get("datePublished"))
+    loader.add_value("published_at", time_line)
+    # A served page knows its own URL; a saved file trusts its canonical link first.
+    candidates = (url, canonical) if url.startswith("http") else (canonical, url)
+    post_path = _post_path(candidates[0]) or _post_path(candidates[1])
+    if post_path:
+        loader.add_value("category", unquote(post_path["slug"]))
+    loader.add_value("outlet", tag)
+    content = extract_body(nodes, url if url.startswith("http") else (canonical or url))
+    loader.add_body(content)
+    name = post_path["name"] if post_path else None
+    loader.add_info_code(content.source_url, name)
+    return loader.load_item()
+
+
+def _decode(body: bytes, headers: Mapping | None) -> str:
+    content_type = None
+    if headers:
+        raw = headers.get(b"Content-Type") or headers.get("Content-Type")
+        if isinstance(raw, list | tuple):
+            raw = raw[0] if raw else None
+        content_type = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    return html_to_unicode(content_type, body)[1]  # same decoding as Scrapy's response.text
+
+
+def _split_section(section) -> tuple[str | None, str | None, list, str | None]:
+    """(time line, title, content nodes, tag) of the post's ``<section>``."""
+    children = list(section)
+    time_line = heading = tag = None
+    start, end = 0, len(children)
+    for i, child in enumerate(children):
+        if child.tag == "h1":
+            heading = child.text_content()
+            start = i + 1
+            break
+        if child.tag == "small" and time_line is None:
+            time_line = child.text_content()
+    for i in range(len(children) - 1, start - 1, -1):
+        child = children[i]
+        if child.tag == "small" and _TAGS_LINE.match(child.text_content()):
+            em = child.find("em")
+            tag = clean_text(em.text_content() if em is not None else "") or None
+            end = i
+            break
+    nodes: list = []
+    prev = children[start - 1] if start else None
+    if prev is not None and prev.tail and prev.tail.strip():
+        nodes.append(prev.tail)
+    for child in children[start:end]:
+        nodes.append(child)
+        if child.tail and child.tail.strip():
+            nodes.append(child.tail)
+    return time_line, heading, nodes, tag
+
+
+def _json_ld(root) -> dict:
+    for raw in root.xpath(_JSON_LD):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def _page_title(root) -> str | None:
+    title = _first(root.xpath(_TITLE))
+    if title and title.endswith(" | " + SITE_TITLE):
+        title = title[: -len(SITE_TITLE) - 3]
+    return title
+
+
+def _not_site_title(title: str | None) -> str | None:
+    return None if clean_text(title) == SITE_TITLE else title
+
+
+def _first(values: list) -> str | None:
+    return str(values[0]) if values else None
+
+
+def _post_path(url: str | None) -> re.Match | None:
+    if not url:
+        return None
+    return _POST_PATH.search(urlsplit(url).path)
