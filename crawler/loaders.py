@@ -6,6 +6,9 @@ Both page parsers fill an ``ArticleLoader``; output processors sit on the item f
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 from itemloaders import ItemLoader
 from itemloaders.processors import Identity, MapCompose
 
@@ -21,6 +24,8 @@ from crawler.processors import (
     parse_site_time,
 )
 
+_FIELD_META = {f.name: f.metadata for f in fields(Article)}
+
 
 class ArticleLoader(ItemLoader):
     default_item_class = Article
@@ -30,6 +35,27 @@ class ArticleLoader(ItemLoader):
     published_at_in = MapCompose(parse_site_time)
     category_in = MapCompose(clean_text)
     outlet_in = MapCompose(outlet_from_tag)
+
+    # The item class is fixed, so each field's processors are looked up once per class
+    # instead of through a new ItemAdapter on every add_value (a third of parse time).
+    _processors: dict[tuple[str, str], Any] = {}
+
+    def _processor(self, field_name: str, suffix: str, default: Any) -> Any:
+        cache = type(self)._processors
+        key = (field_name, suffix)
+        if key not in cache:
+            own = getattr(self, f"{field_name}_{suffix}", None)
+            if own is None:
+                meta = _FIELD_META.get(field_name, {})
+                own = meta.get("input_processor" if suffix == "in" else "output_processor", default)
+            cache[key] = own
+        return cache[key]
+
+    def get_input_processor(self, field_name: str) -> Any:
+        return self._processor(field_name, "in", self.default_input_processor)
+
+    def get_output_processor(self, field_name: str) -> Any:
+        return self._processor(field_name, "out", self.default_output_processor)
 
     def add_body(self, body: Body) -> None:
         """The fields the shared body extractor found."""

@@ -173,17 +173,17 @@ class _BodyReader:
 
     def _link_line(self, p) -> bool:
         """A paragraph that is only the source link (or the empty ``<>``)."""
-        text = clean_text(p.text_content())
-        if text == "<>":
-            return True
-        links = p.findall("a")
-        if len(p) == 1 and len(links) == 1:
-            href = (links[0].get("href") or "").strip()
-            if href and clean_text(links[0].text_content()) == href == text:
-                if self.body.source_url is None:
-                    self.body.source_url = href
-                return True
-        return False
+        if len(p) == 0:
+            return (p.text or "").strip() == "<>"
+        if len(p) != 1 or p[0].tag != "a" or (p.text or "").strip() or (p[0].tail or "").strip():
+            return False
+        link = p[0]
+        href = (link.get("href") or "").strip()
+        if not href or clean_text(link.text_content()) != href:
+            return False
+        if self.body.source_url is None:
+            self.body.source_url = href
+        return True
 
     def _backlinks(self, p) -> bool:
         """A paragraph of 返回X新闻 / 返回首页 links and separators only."""
@@ -305,13 +305,15 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Keep the article's structure (tables, emphasis, images, links), drop the rest.
+_SANITISER = nh3.Cleaner(
+    tags=_HTML_TAGS,
+    attributes=_HTML_ATTRIBUTES,
+    link_rel=None,
+    url_schemes={"http", "https"},
+    strip_comments=True,
+)
+
+
 def _sanitise(html: str) -> str:
-    """Keep the article's structure (tables, emphasis, images, links), drop the rest."""
-    return nh3.clean(
-        html,
-        tags=_HTML_TAGS,
-        attributes=_HTML_ATTRIBUTES,
-        link_rel=None,
-        url_schemes={"http", "https"},
-        strip_comments=True,
-    ).strip()
+    return _SANITISER.clean(html).strip()

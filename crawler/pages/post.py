@@ -19,6 +19,11 @@ from crawler.pages.body import extract_body, parse_fragment
 from crawler.pages.kramdown import render_body
 
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\n(.*?)(?:\n---[ \t]*(?:\n|\Z)|\Z)", re.S)
+# A plain scalar that YAML reads as the same string: no indicator first, no ": " or " #".
+_SIMPLE_LINE = re.compile(
+    r'^([A-Za-z_][\w-]*):[ \t]*("[^"\n]*"|(?:[^-?:,\[\]{}#&*!|>\'"%@`\s]|-[^\s])'
+    r'(?:(?!: | #)[^\n])*?|)[ \t]*$'
+)
 _SALVAGE_LINE = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:[ \t]?(.*)$")
 _YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)  # every scalar stays a string
 
@@ -57,6 +62,9 @@ def split_front_matter(text: str) -> tuple[dict[str, object], str]:
     if not match:
         raise ExtractionError("no front matter: the file does not start with a '---' block")
     block, body = match[1], text[match.end() :]
+    simple = _simple(block)
+    if simple is not None:
+        return simple, body
     try:
         data = yaml.load(block, Loader=_YAML_LOADER)
     except yaml.YAMLError:
@@ -64,6 +72,25 @@ def split_front_matter(text: str) -> tuple[dict[str, object], str]:
     if not isinstance(data, dict):
         data = _salvage(block)
     return {str(k): v for k, v in data.items()}, body
+
+
+def _simple(block: str) -> dict[str, object] | None:
+    """The generator's own shape, read without YAML: every line ``key: value`` with a
+    plain or double-quoted value holding no YAML syntax. None when any line is more."""
+    data: dict[str, object] = {}
+    for line in block.split("\n"):
+        if not line.strip():
+            continue
+        match = _SIMPLE_LINE.match(line)
+        if not match:
+            return None
+        value = match[2]
+        if value.startswith('"'):
+            if '"' in value[1:-1] or "\\" in value or not value.endswith('"') or len(value) < 2:
+                return None
+            value = value[1:-1]
+        data[match[1]] = value
+    return data
 
 
 def _salvage(block: str) -> dict[str, object]:
