@@ -85,7 +85,7 @@ def test_empty_title_and_date_say_what_is_missing(corpus_lines):
 
 def test_unreadable_inputs_print_an_error_line_and_fail_at_the_end(tmp_path):
     gbk = tmp_path / "2022-05-26-NW202205269999999999.md"
-    gbk.write_bytes("---\ntitle: \"标题\"\n---\n正文".encode("gbk"))
+    gbk.write_bytes('---\ntitle: "标题"\n---\n正文'.encode("gbk"))
     lines, proc = extract(CORPUS / "2022-04-27-NW202204272361734680.md", gbk, tmp_path / "nope.md")
     assert proc.returncode == 1
     assert lines[0]["info_code"] == "NW202204272361734680"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -35,7 +35,10 @@ CST = SITE_TZ
         # another offset: the same instant, shown at +08:00
         ("2022-04-27 07:22:47 +0000", datetime(2022, 4, 27, 15, 22, 47, tzinfo=CST)),
         ("2022-04-26T23:22:47-08:00", datetime(2022, 4, 27, 15, 22, 47, tzinfo=CST)),
-        ("(GMT+8, Asia/Shanghai, CST) 2022-04-27 15:22:47", datetime(2022, 4, 27, 15, 22, 47, tzinfo=CST)),
+        (
+            "(GMT+8, Asia/Shanghai, CST) 2022-04-27 15:22:47",
+            datetime(2022, 4, 27, 15, 22, 47, tzinfo=CST),
+        ),
         ("2022年4月27日 15:22", datetime(2022, 4, 27, 15, 22, tzinfo=CST)),
         ("  +0800", None),  # the empty date of a broken post
         ("", None),
@@ -58,7 +61,7 @@ def test_dateparser_fallback_reads_free_text_in_site_time():
 def test_naive_time_is_shanghai_wall_time_even_in_its_old_summer_time():
     # Shanghai kept summer time in 1986-1991: 1990-07-01 12:00 there was UTC+9.
     parsed = parse_site_time("1990-07-01 12:00:00")
-    assert parsed == datetime(1990, 7, 1, 3, 0, tzinfo=timezone.utc)
+    assert parsed == datetime(1990, 7, 1, 3, 0, tzinfo=UTC)
     assert parsed.utcoffset() == timedelta(hours=8)
 
 
@@ -178,7 +181,12 @@ def test_parse_source_line(text, expected):
 
 @pytest.mark.parametrize(
     ("tag", "outlet"),
-    [("证券日报网新闻", "证券日报网"), ("东财滚动新闻", "东财滚动"), ("站长消息", "站长消息"), ("", None)],
+    [
+        ("证券日报网新闻", "证券日报网"),
+        ("东财滚动新闻", "东财滚动"),
+        ("站长消息", "站长消息"),
+        ("", None),
+    ],
 )
 def test_outlet_from_tag(tag, outlet):
     assert outlet_from_tag(tag) == outlet

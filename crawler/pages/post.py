@@ -22,7 +22,7 @@ _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\n(.*?)(?:\n---[ \t]*(?:\n|\Z)|\Z)", 
 # A plain scalar that YAML reads as the same string: no indicator first, no ": " or " #".
 _SIMPLE_LINE = re.compile(
     r'^([A-Za-z_][\w-]*):[ \t]*("[^"\n]*"|(?:[^-?:,\[\]{}#&*!|>\'"%@`\s]|-[^\s])'
-    r'(?:(?!: | #)[^\n])*?|)[ \t]*$'
+    r"(?:(?!: | #)[^\n])*?|)[ \t]*$"
 )
 _SALVAGE_LINE = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:[ \t]?(.*)$")
 _YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)  # every scalar stays a string
