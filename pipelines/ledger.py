@@ -1,0 +1,100 @@
+"""The run ledger: one ``crawl_runs`` row per run, opened at start, closed at the end.
+
+The row is closed whatever the end: finished, interrupted (Ctrl-C), failed (storage could
+not write, start errors) or stopped early by a CLOSESPIDER_* limit. Counts come from the
+crawl's stats, under the ``finews/…`` keys the pipelines increment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, Table, insert, update
+
+from schema.models import CrawlRun
+
+RUNS: Table = CrawlRun.__table__  # type: ignore[assignment]
+
+# crawl_runs column -> stats key.
+COUNT_KEYS = {
+    "seen": "finews/seen",
+    "stored": "finews/stored",
+    "updated": "finews/updated",
+    "unchanged": "finews/unchanged",
+    "duplicates": "finews/duplicates",
+    "rejected": "finews/rejected",
+}
+ERROR_KEYS = ("log_count/ERROR", "finews/errors")
+
+# Scrapy close reason -> run status; any other reason (CLOSESPIDER_* limits) is "stopped".
+STATUS_BY_REASON = {
+    "finished": "finished",
+    "shutdown": "interrupted",
+    "cancelled": "interrupted",
+    "start_error": "failed",
+    "closespider_errorcount": "failed",
+}
+
+
+class Stats(Protocol):
+    def get_value(self, key: str, default: Any = None) -> Any: ...
+
+
+def status_for(reason: str | None, *, storage_failed: bool) -> str:
+    if storage_failed:
+        return "failed"
+    return STATUS_BY_REASON.get(reason or "", "stopped")
+
+
+def counts_from(stats: Stats) -> dict[str, int]:
+    counts = {column: int(stats.get_value(key, 0) or 0) for column, key in COUNT_KEYS.items()}
+    counts["errors"] = sum(int(stats.get_value(key, 0) or 0) for key in ERROR_KEYS)
+    return counts
+
+
+def open_run(
+    engine: Engine, *, spider: str, mode: str, arguments: dict[str, Any], now: datetime
+) -> int:
+    row = {
+        "spider": spider,
+        "mode": mode,
+        # Whatever the spider was given, as JSON: odd values become their text.
+        "arguments": json.loads(json.dumps(arguments, default=str)),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": now,
+        "status": "running",
+    }
+    with engine.begin() as conn:
+        return int(conn.execute(insert(RUNS).values(row).returning(RUNS.c.id)).scalar_one())
+
+
+def record_counts(conn: Connection, run_id: int, counts: dict[str, int]) -> None:
+    """Progress of a running run, so a killed process still leaves how far it got."""
+    conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**counts))
+
+
+def close_run(
+    engine: Engine,
+    run_id: int,
+    *,
+    status: str,
+    reason: str | None,
+    counts: dict[str, int],
+    now: datetime,
+    exit_status: int | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "close_reason": reason,
+        "finished_at": now,
+        **counts,
+    }
+    if exit_status is not None:
+        values["exit_status"] = exit_status
+    with engine.begin() as conn:
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values))

@@ -1,0 +1,406 @@
+"""Storage for one crawl: batched upserts, the run ledger, rejects and the stored-set check.
+
+``Store`` is the one object per crawler (``Store.for_crawler(crawler)``, also reachable as
+``crawler.finews_store`` so spiders need not import it). It offers
+
+- ``is_stored(info_code)``: is the article in the database or already queued in this run?
+  The stored codes are read once per run, on first use, not one SELECT per call;
+- ``reject(url, reason, ...)``: record something that could not be stored (a download
+  error, an unreadable file) in ``rejects``, with a stats counter;
+- ``add(article)`` / ``add_link(...)``: queue writes; batches flush on size, on time and
+  at close, and a failed batch is retried item by item so one bad row costs one reject.
+
+The database must be at the newest schema: otherwise ``open`` raises ``SchemaOutdated``
+saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.utils.asyncio import create_looping_call
+from scrapy.utils.reactor import is_reactor_installed
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from crawler.items import Article
+from pipelines import ledger
+from pipelines.upsert import ARTICLES, Link, Outcome, write_batch
+from schema.db import database_url, make_engine, redact
+from schema.migrate import require_current, upgrade
+from schema.models import Reject
+from schema.types import BEIJING
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+REJECTS = Reject.__table__
+EXCERPT_CHARS = 300
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_FLUSH_SECONDS = 5.0
+
+
+def now() -> datetime:
+    return datetime.now(BEIJING)
+
+
+def excerpt_of(article: Article) -> str | None:
+    """A few hundred characters a person can recognise the article by."""
+    for text in (article.title, article.digest, *article.paragraphs[:1], article.body_html):
+        if text and text.strip():
+            return text.strip()[:EXCERPT_CHARS]
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """The database's own message, first line, without the SQL and its parameters."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines() or [""]
+    return f"{type(original).__name__}: {lines[0]}"
+
+
+class Counts(Counter):
+    """Stats for a store used outside Scrapy, with the StatsCollector methods it needs."""
+
+    def inc_value(self, key: str, count: int = 1, start: int = 0) -> None:
+        self[key] = self.get(key, start) + count
+
+    def get_value(self, key: str, default: Any = None) -> Any:
+        return self.get(key, default)
+
+
+class Store:
+    """Writes one run's articles, rejects and ledger row to FINEWS_DATABASE_URL."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        auto_migrate: bool = False,
+        stats: Any = None,
+    ) -> None:
+        self.url = database_url(url)
+        self.batch_size = max(1, batch_size)
+        self.flush_seconds = flush_seconds
+        self.auto_migrate = auto_migrate
+        self.stats = stats if stats is not None else Counts()
+        self.engine: Engine | None = None
+        self.run_id: int | None = None
+        self.storage_failed = False
+        self._pending: dict[str, Article] = {}
+        self._links: list[Link] = []
+        self._rejects: list[dict[str, Any]] = []
+        self._categories: dict[str, str | None] = {}
+        self._stored_codes: set[str] | None = None
+        self._last_flush = time.monotonic()
+        self._timer: Any = None
+        self._finished = False
+
+    # -- life cycle ------------------------------------------------------------------
+
+    @classmethod
+    def for_crawler(cls, crawler: Crawler) -> Store:
+        """The crawler's store, created on first call and closed with the spider."""
+        store = getattr(crawler, "finews_store", None)
+        if store is None:
+            get = crawler.settings
+            store = cls(
+                get.get("FINEWS_DATABASE_URL"),
+                batch_size=get.getint("FINEWS_STORE_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+                flush_seconds=get.getfloat("FINEWS_STORE_FLUSH_SECONDS", DEFAULT_FLUSH_SECONDS),
+                auto_migrate=get.getbool("FINEWS_AUTO_MIGRATE", False),
+                stats=crawler.stats,
+            )
+            crawler.signals.connect(store._spider_closed, signal=signals.spider_closed)
+            crawler.signals.connect(store._engine_stopped, signal=signals.engine_stopped)
+            crawler.finews_store = store  # type: ignore[attr-defined]
+        return store
+
+    def open(self, spider: str, *, mode: str = "crawl", arguments: dict | None = None) -> int:
+        """Check the schema and open the run's ledger row; returns its id. Idempotent."""
+        if self.run_id is not None:
+            return self.run_id
+        engine = self._engine()
+        try:
+            if self.auto_migrate:
+                upgrade(self.url)
+            require_current(engine)
+            self.run_id = ledger.open_run(
+                engine, spider=spider, mode=mode, arguments=arguments or {}, now=now()
+            )
+        except Exception:
+            engine.dispose()
+            raise
+        logger.info("Storing to %s as run %d", redact(self.url), self.run_id)
+        self._start_timer()
+        return self.run_id
+
+    def open_for_spider(self, spider: Any) -> int:
+        """``open`` with the spider's name, ``mode`` ("crawl") and ``arguments`` ({})."""
+        return self.open(
+            spider.name,
+            mode=getattr(spider, "mode", None) or "crawl",
+            arguments=getattr(spider, "arguments", None) or {},
+        )
+
+    def finish(self, reason: str | None = "finished", *, exit_status: int | None = None) -> str:
+        """Flush, close the ledger row and release the database; returns the run status."""
+        if self._finished:
+            return "closed"
+        self._finished = True
+        self._stop_timer()
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("Could not write the last batch")
+            self.storage_failed = True
+        status = ledger.status_for(reason, storage_failed=self.storage_failed)
+        if self.run_id is not None and self.engine is not None:
+            try:
+                ledger.close_run(
+                    self.engine,
+                    self.run_id,
+                    status=status,
+                    reason=reason,
+                    counts=ledger.counts_from(self.stats),
+                    now=now(),
+                    exit_status=exit_status,
+                )
+            except SQLAlchemyError as exc:
+                logger.error("Could not close run %s: %s", self.run_id, describe_error(exc))
+        if self.engine is not None:
+            self.engine.dispose()
+        logger.info("Run %s %s (%s)", self.run_id, status, reason)
+        return status
+
+    def _spider_closed(self, spider: Any, reason: str) -> None:
+        self.finish(reason)
+
+    def _engine_stopped(self) -> None:
+        # Reached only when spider_closed never came: the crawl died on the way.
+        if not self._finished and self.run_id is not None:
+            self.finish("engine_stopped")
+
+    # -- what spiders and commands may call ---------------------------------------------
+
+    def is_stored(self, info_code: str) -> bool:
+        """True if the article is stored or queued in this run: no need to fetch it again."""
+        if info_code in self._pending:
+            return True
+        return info_code in self.stored_codes()
+
+    def stored_codes(self) -> set[str]:
+        """Every stored infoCode, read once per run; codes written since are added."""
+        if self._stored_codes is None:
+            with self._engine().connect() as conn:
+                self._stored_codes = set(conn.execute(select(ARTICLES.c.info_code)).scalars())
+        return self._stored_codes
+
+    def reject(
+        self,
+        url: str | None,
+        reason: str,
+        *,
+        detail: str | None = None,
+        excerpt: str | bytes | None = None,
+        info_code: str | None = None,
+    ) -> None:
+        """Record that something could not be stored; written with the next batch."""
+        if isinstance(excerpt, bytes):
+            excerpt = excerpt.decode("utf-8", errors="replace")
+        self._rejects.append(
+            {
+                "url": url,
+                "info_code": info_code,
+                "reason": reason,
+                "detail": detail,
+                "excerpt": excerpt[:EXCERPT_CHARS] if excerpt else None,
+                "created_at": now(),
+            }
+        )
+        self.stats.inc_value("finews/rejected")
+        logger.warning("Rejected %s: %s", url or info_code, reason)
+        self._flush_if_due()
+
+    def reject_item(self, article: Article, reason: str, detail: str | None = None) -> None:
+        self.reject(
+            article.url or None,
+            reason,
+            detail=detail,
+            excerpt=excerpt_of(article),
+            info_code=article.info_code,
+        )
+
+    # -- what the pipelines call --------------------------------------------------------
+
+    def add(self, article: Article) -> None:
+        """Queue a valid article (``info_code`` set) for the next batch."""
+        assert article.info_code, "validate before storing"
+        if article.info_code in self._pending:
+            # The same article twice in a batch: write the first, then compare with it.
+            self.flush()
+        self._pending[article.info_code] = article
+        self._flush_if_due()
+
+    def add_link(self, info_code: str, category: str, url: str) -> None:
+        """The article was also seen under ``category``: record that link."""
+        pending = self._pending.get(info_code)
+        if pending is not None:
+            if category != pending.category:
+                pending.more_categories.setdefault(category, url)
+            return
+        self._links.append(Link(info_code, category, url))
+        self._flush_if_due()
+
+    def flush(self) -> None:
+        """Write everything queued: articles and links in one transaction, then rejects."""
+        if not (self._pending or self._links or self._rejects):
+            return
+        articles, links = list(self._pending.values()), self._links
+        self._pending, self._links = {}, []
+        self._last_flush = time.monotonic()
+        if articles or links:
+            self.stats.inc_value("finews/batches")
+            try:
+                self._write(articles, links)
+            except SQLAlchemyError as exc:
+                self.stats.inc_value("finews/batch_failures")
+                logger.warning(
+                    "A batch of %d articles failed (%s); retrying them one by one",
+                    len(articles),
+                    describe_error(exc),
+                )
+                self._write_one_by_one(articles, links)
+        self._write_rejects()
+
+    def _write(self, articles: list[Article], links: list[Link]) -> None:
+        with self._engine().begin() as conn:
+            outcome = write_batch(
+                conn,
+                articles,
+                links,
+                run_id=self.run_id,
+                now=now(),
+                known_categories=self._categories,
+            )
+            if self.run_id is not None:
+                ledger.record_counts(conn, self.run_id, ledger.counts_from(self.stats))
+        self._count(outcome)
+
+    def _write_one_by_one(self, articles: list[Article], links: list[Link]) -> None:
+        for article in articles:
+            try:
+                self._write([article], [])
+            except SQLAlchemyError as exc:
+                self.reject_item(article, "database error", describe_error(exc))
+        for link in links:
+            try:
+                self._write([], [link])
+            except SQLAlchemyError as exc:
+                self.reject(
+                    link.url, "database error", detail=describe_error(exc), info_code=link.info_code
+                )
+
+    def _count(self, outcome: Outcome) -> None:
+        for key, codes in (
+            ("finews/stored", outcome.stored),
+            ("finews/updated", outcome.updated),
+            ("finews/unchanged", outcome.unchanged),
+        ):
+            if codes:
+                self.stats.inc_value(key, len(codes))
+        for slug, outlet in outcome.categories.items():
+            self._categories[slug] = outlet or self._categories.get(slug)
+        if self._stored_codes is not None:
+            self._stored_codes.update(outcome.stored)
+        for link in outcome.orphans:
+            self.reject(
+                link.url,
+                "article not stored",
+                detail=f"seen under {link.category}, but its first sighting was not stored",
+                info_code=link.info_code,
+            )
+
+    def _write_rejects(self) -> None:
+        if not self._rejects:
+            return
+        rows, self._rejects = self._rejects, []
+        for row in rows:
+            row["run_id"] = self.run_id
+        try:
+            with self._engine().begin() as conn:
+                conn.execute(insert(REJECTS), rows)
+        except SQLAlchemyError as exc:
+            # Nothing is left to hold them: the log is the last place a person can look.
+            self.storage_failed = True
+            self.stats.inc_value("finews/errors")
+            logger.error("Could not write %d rejects: %s", len(rows), describe_error(exc))
+            for row in rows:
+                logger.error("Lost reject: %s %s: %s", row["url"], row["reason"], row["detail"])
+
+    # -- batching by time -------------------------------------------------------------------
+
+    def _flush_if_due(self) -> None:
+        if self.run_id is None:
+            return  # not open yet: nothing may be written before the schema is checked
+        queued = len(self._pending) + len(self._links)
+        if queued >= self.batch_size or (
+            time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _start_timer(self) -> None:
+        # Only inside a running crawl: importing the reactor elsewhere would install one.
+        if self.flush_seconds <= 0 or not is_reactor_installed():
+            return
+        from twisted.internet import reactor
+
+        if not reactor.running:  # type: ignore[attr-defined]
+            return
+        self._timer = create_looping_call(self._tick)
+        self._timer.start(self.flush_seconds, now=False)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None and self._timer.running:
+            self._timer.stop()
+        self._timer = None
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            self.engine = make_engine(self.url)
+        return self.engine
+
+
+class StorePipeline:
+    """Queues each valid, first-seen article for the store's next batch."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.store = Store.for_crawler(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StorePipeline:
+        return cls(crawler)
+
+    def open_spider(self) -> None:
+        self.store.open_for_spider(self.crawler.spider)
+
+    def process_item(self, item: Article) -> Article:
+        self.store.add(item)
+        return item
+
+    def close_spider(self) -> None:
+        self.store.flush()
