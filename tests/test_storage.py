@@ -1,0 +1,530 @@
+"""Storage on SQLite and PostgreSQL: times, upserts, dedupe, rejects, the run ledger.
+
+Items are built by hand here; ``test_storage_corpus`` stores the real post files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.orm import Session
+
+from crawler.items import Stock
+from pipelines.store import Store
+from pipelines.validate import problems
+from schema.db import make_engine, redact
+from schema.migrate import SchemaOutdated
+from schema.models import Article, ArticleCategory, Category, CrawlRun, Reject, StockMention
+from schema.types import BEIJING
+from tests.conftest import make_article
+
+CODE = "NW202204272361734680"
+EMNEWS = "NW202205262391921712"
+
+
+def count(engine: Engine, model: type) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def article(engine: Engine, code: str = CODE) -> Article:
+    with Session(engine, expire_on_commit=False) as session:
+        row = session.get(Article, code)
+        assert row is not None, f"{code} not stored"
+        return row
+
+
+def runs(engine: Engine) -> list[CrawlRun]:
+    with Session(engine) as session:
+        return list(session.scalars(select(CrawlRun).order_by(CrawlRun.id)))
+
+
+def rejects(engine: Engine) -> list[Reject]:
+    with Session(engine) as session:
+        return list(session.scalars(select(Reject).order_by(Reject.id)))
+
+
+def links(engine: Engine, code: str = CODE) -> dict[str, str]:
+    with Session(engine) as session:
+        rows = session.scalars(select(ArticleCategory).where(ArticleCategory.info_code == code))
+        return {row.category: row.url for row in rows}
+
+
+def stocks(engine: Engine, code: str = CODE) -> dict[str, StockMention]:
+    with Session(engine, expire_on_commit=False) as session:
+        rows = session.scalars(select(StockMention).where(StockMention.info_code == code))
+        return {row.symbol: row for row in rows}
+
+
+def emnews_version(**fields):
+    """The emnews markup of an article: a digest and inline stock links."""
+    return make_article(
+        EMNEWS,
+        category="emnews",
+        outlet="东财滚动",
+        digest="据霍尼韦尔官网消息，5月24日……（上海证券报）",
+        url=f"https://finews.withounder.com/emnews/2022/05/26/{EMNEWS[2:]}.html",
+        source_url=f"http://finance.eastmoney.com/news/1354,{EMNEWS[2:]}.html",
+        stocks=[
+            Stock("106", "NIO", "NIO.N", None, "stock", True, 1),
+            Stock("1", "600160", "600160.SH", "巨化股份", "stock", False, 3),
+        ],
+        **fields,
+    )
+
+
+def outlet_version(**fields):
+    """The same article under its outlet category: no digest, K-line stock only."""
+    return make_article(
+        EMNEWS,
+        category="shanghaizhengquanbao",
+        outlet="上海证券报",
+        digest=None,
+        url=f"https://finews.withounder.com/shanghaizhengquanbao/2022/05/26/{EMNEWS}.html",
+        stocks=[Stock("106", "NIO", "NIO.N", None, "stock", True, 1)],
+        **fields,
+    )
+
+
+# -- time -----------------------------------------------------------------------------------
+
+
+def test_published_at_round_trips_as_beijing_time(db_url, engine, pipeline_run):
+    utc = datetime(2022, 4, 27, 7, 22, 47, 123456, tzinfo=UTC)
+    pipeline_run(db_url, [make_article(), make_article("NW202204272361734681", published_at=utc)])
+
+    stored = article(engine).published_at
+    assert stored == datetime(2022, 4, 27, 15, 22, 47, tzinfo=BEIJING)
+    assert stored.utcoffset() == timedelta(hours=8)
+    precise = article(engine, "NW202204272361734681").published_at
+    assert precise == utc
+    assert precise.isoformat() == "2022-04-27T15:22:47.123456+08:00"
+    with engine.connect() as conn:
+        raw = conn.execute(
+            text("SELECT published_at FROM articles WHERE info_code = :code"), {"code": CODE}
+        ).scalar_one()
+    if engine.dialect.name == "sqlite":
+        assert raw == "2022-04-27 15:22:47+08:00"
+    else:
+        assert raw == datetime(2022, 4, 27, 15, 22, 47, tzinfo=BEIJING)
+
+
+def test_published_at_filters_and_sorts_by_instant(db_url, engine, pipeline_run):
+    moments = {
+        "NW000000000000000001": datetime(2022, 4, 27, 15, 0, tzinfo=BEIJING),
+        "NW000000000000000002": datetime(2022, 4, 27, 7, 0, 0, 1, tzinfo=UTC),
+        "NW000000000000000003": datetime(2022, 4, 27, 23, 59, tzinfo=BEIJING),
+        "NW000000000000000004": datetime(2022, 4, 28, 0, 0, tzinfo=BEIJING),
+    }
+    pipeline_run(db_url, [make_article(code, published_at=at) for code, at in moments.items()])
+
+    day = datetime(2022, 4, 27, tzinfo=BEIJING)
+    with Session(engine) as session:
+        codes = session.scalars(
+            select(Article.info_code)
+            .where(Article.published_at >= day, Article.published_at < day + timedelta(days=1))
+            .order_by(Article.published_at)
+        ).all()
+    assert codes == ["NW000000000000000001", "NW000000000000000002", "NW000000000000000003"]
+
+
+# -- inserting and re-running -------------------------------------------------------------------
+
+
+def test_new_article_is_stored_with_stocks_categories_and_run(db_url, engine, pipeline_run):
+    run = pipeline_run(db_url, [make_article()])
+
+    row = article(engine)
+    item = make_article()
+    assert row.title == item.title
+    assert row.paragraphs == item.paragraphs
+    assert row.body_text == "\n".join(item.paragraphs)
+    assert row.images == item.images
+    assert (row.category, row.outlet) == ("zhengquanribaowang", "证券日报网")
+    assert row.source == "证券日报网"
+    assert row.url == item.url
+    assert row.source_url == item.source_url
+    assert row.content_hash == item.content_hash()
+    assert row.revision == 1
+    assert row.first_seen_at == row.updated_at
+    assert row.first_seen_at.utcoffset() == timedelta(hours=8)
+    assert links(engine) == {"zhengquanribaowang": item.url}
+    with Session(engine) as session:
+        assert session.get(Category, "zhengquanribaowang").outlet == "证券日报网"
+    held = stocks(engine)
+    assert set(held) == {"03690.HK", "601818.SH"}
+    assert (held["601818.SH"].name, held["601818.SH"].mentions) == ("光大银行", 2)
+    assert held["601818.SH"].is_primary is True
+
+    [ledger] = runs(engine)
+    assert row.run_id == ledger.id == run.store.run_id
+    assert (ledger.spider, ledger.mode, ledger.arguments) == (
+        "storage-test",
+        "test",
+        {"note": "pipelines driven by the tests"},
+    )
+    assert (ledger.status, ledger.close_reason) == ("finished", "finished")
+    assert (ledger.seen, ledger.stored, ledger.updated, ledger.unchanged) == (1, 1, 0, 0)
+    assert ledger.finished_at is not None and ledger.finished_at >= ledger.started_at
+
+
+def test_rerun_with_same_content_touches_nothing(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [make_article()])
+    first = article(engine)
+    second_run = pipeline_run(db_url, [make_article()])
+
+    again = article(engine)
+    assert (again.revision, again.updated_at, again.run_id) == (1, first.updated_at, first.run_id)
+    assert second_run.stats["finews/unchanged"] == 1
+    assert "finews/stored" not in second_run.stats
+    assert count(engine, Article) == 1
+    assert (count(engine, StockMention), count(engine, ArticleCategory)) == (2, 1)
+    assert runs(engine)[-1].unchanged == 1
+
+
+def test_changed_content_is_a_revision(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [make_article()])
+    first = article(engine)
+    revised = make_article(
+        paragraphs=["更正后的第一段。", "第二段。"],
+        url="https://finews.withounder.com/zhengquanribaowang/2022/04/27/again.html",
+        stocks=[Stock("1", "601818", "601818.SH", "光大银行", "stock", True, 5)],
+    )
+    second_run = pipeline_run(db_url, [revised])
+
+    row = article(engine)
+    assert row.revision == 2
+    assert row.body_text == "更正后的第一段。\n第二段。"
+    assert row.content_hash == revised.content_hash()
+    assert row.url == first.url, "the URL first seen is kept"
+    assert row.first_seen_at == first.first_seen_at
+    assert row.updated_at > first.updated_at
+    assert row.run_id == second_run.store.run_id != first.run_id
+    held = stocks(engine)
+    assert set(held) == {"601818.SH"}, "stock rows are replaced, not merged"
+    assert held["601818.SH"].mentions == 5
+    assert second_run.stats["finews/updated"] == 1
+
+
+def test_wrapper_only_difference_is_not_a_revision(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [make_article()])
+    rewrapped = make_article(outlet="证券日报", url="file:///archive/2022-04-27-NW.md")
+    pipeline_run(db_url, [rewrapped])
+
+    row = article(engine)
+    assert (row.revision, row.outlet, row.url) == (1, "证券日报网", make_article().url)
+
+
+def test_same_article_twice_in_one_batch_without_dedupe(db_url, engine):
+    store = Store(db_url)
+    store.open("backfill", mode="backfill")
+    store.add(make_article())
+    store.add(make_article(paragraphs=["新的正文。"]))
+    assert store.finish() == "finished"
+
+    assert article(engine).revision == 2
+    assert article(engine).paragraphs == ["新的正文。"]
+
+
+# -- one article, several categories -----------------------------------------------------------
+
+
+def test_second_sighting_in_a_run_becomes_a_category_link(db_url, engine, pipeline_run):
+    run = pipeline_run(db_url, [emnews_version(), outlet_version()])
+
+    assert count(engine, Article) == 1
+    assert links(engine, EMNEWS) == {
+        "emnews": emnews_version().url,
+        "shanghaizhengquanbao": outlet_version().url,
+    }
+    assert run.stored[0].more_categories == {"shanghaizhengquanbao": outlet_version().url}
+    assert article(engine, EMNEWS).digest == emnews_version().digest, "the first sighting wins"
+    assert run.stats["finews/duplicates"] == 1
+    assert runs(engine)[0].duplicates == 1
+    with Session(engine) as session:
+        outlets = dict(session.execute(select(Category.slug, Category.outlet)).all())
+    assert outlets == {"emnews": "东财滚动", "shanghaizhengquanbao": None}
+
+
+def test_second_sighting_after_its_batch_was_written(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [emnews_version(), outlet_version()], FINEWS_STORE_BATCH_SIZE=1)
+
+    assert count(engine, Article) == 1
+    assert set(links(engine, EMNEWS)) == {"emnews", "shanghaizhengquanbao"}
+
+
+@pytest.mark.parametrize(
+    ("first", "later"),
+    [(emnews_version, outlet_version), (outlet_version, emnews_version)],
+    ids=["emnews-first", "outlet-first"],
+)
+def test_other_categorys_markup_never_flips_the_text(db_url, engine, pipeline_run, first, later):
+    pipeline_run(db_url, [first()])
+    kept = article(engine, EMNEWS)
+    for order in ([later()], [later(), first()], [first(), later()], [later()]):
+        run = pipeline_run(db_url, order)
+        assert run.stats["finews/unchanged"] == 1
+
+    row = article(engine, EMNEWS)
+    assert (row.revision, row.content_hash, row.category) == (1, kept.content_hash, kept.category)
+    assert row.updated_at == kept.updated_at
+    assert set(stocks(engine, EMNEWS)) == {s.symbol for s in first().stocks}
+    assert set(links(engine, EMNEWS)) == {"emnews", "shanghaizhengquanbao"}
+
+
+def test_owning_category_can_still_revise_after_another_was_seen(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [emnews_version()])
+    pipeline_run(db_url, [outlet_version()])
+    pipeline_run(db_url, [emnews_version(paragraphs=["修订。"])])
+
+    row = article(engine, EMNEWS)
+    assert (row.revision, row.paragraphs) == (2, ["修订。"])
+
+
+def test_category_outlet_is_filled_in_when_first_known(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [emnews_version(), outlet_version()])
+    pipeline_run(db_url, [make_article(category="shanghaizhengquanbao", outlet="上海证券报")])
+
+    with Session(engine) as session:
+        assert session.get(Category, "shanghaizhengquanbao").outlet == "上海证券报"
+
+
+# -- rejects ----------------------------------------------------------------------------------
+
+
+def test_invalid_item_is_rejected_counted_and_the_run_still_closes(db_url, engine, pipeline_run):
+    invalid = make_article(
+        None, published_at=None, title="", paragraphs=[], digest=None, url="file:///posts/x.md"
+    )
+    run = pipeline_run(db_url, [invalid, make_article()])
+
+    [reject] = rejects(engine)
+    assert reject.reason == "missing info_code; missing published_at; missing title or text"
+    assert reject.url == "file:///posts/x.md"
+    assert reject.run_id == run.store.run_id
+    assert reject.excerpt and reject.excerpt.startswith("<p>4月27日")
+    for key in ("missing_info_code", "missing_published_at", "missing_title_or_text"):
+        assert run.stats[f"drop_item/article/{key}"] == 1
+    assert run.stats["finews/rejected"] == 1
+    [ledger] = runs(engine)
+    assert (ledger.status, ledger.seen, ledger.stored, ledger.rejected) == ("finished", 2, 1, 1)
+    assert count(engine, Article) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "key", "reason"),
+    [
+        ({"info_code": None}, "missing_info_code", "missing info_code"),
+        ({"published_at": None}, "missing_published_at", "missing published_at"),
+        (
+            {"title": None, "paragraphs": [], "digest": None},
+            "missing_title_or_text",
+            "missing title or text",
+        ),
+        (
+            {"published_at": datetime(2022, 4, 27, 15, 22, 47)},
+            "naive_published_at",
+            "published_at datetime.datetime(2022, 4, 27, 15, 22, 47) has no UTC offset",
+        ),
+        ({"info_code": "NW 2022"}, "malformed_info_code", "malformed info_code 'NW 2022'"),
+        ({"paragraphs": ["a\x00b"]}, "nul_character", "NUL character in paragraphs"),
+    ],
+)
+def test_validation_reasons(fields, key, reason):
+    assert problems(make_article(**fields)) == [(key, reason)]
+
+
+def test_valid_article_has_no_problems():
+    assert problems(make_article()) == []
+    assert problems(make_article(title=None)) == [], "paragraphs alone are enough"
+    assert problems({"info_code": CODE}) == [("not_an_article", "not an Article item but dict")]
+
+
+def test_a_bad_row_costs_one_reject_not_its_batch(db_url, engine, pipeline_run):
+    # A stock without a market passes validation but breaks the NOT NULL constraint.
+    broken = make_article(
+        "NW000000000000000002", stocks=[Stock(None, "600160", "600160.SH", "x", "stock", False, 1)]
+    )
+    items = [make_article("NW000000000000000001"), broken, make_article("NW000000000000000003")]
+    run = pipeline_run(db_url, items)
+
+    assert count(engine, Article) == 2
+    [reject] = rejects(engine)
+    assert reject.reason == "database error"
+    assert reject.info_code == "NW000000000000000002"
+    assert "market" in (reject.detail or ""), "the database's own message says what broke"
+    assert run.stats["finews/batch_failures"] == 1
+    assert (runs(engine)[0].stored, runs(engine)[0].rejected) == (2, 1)
+    assert count(engine, StockMention) == 4, "the failed article left no stock rows behind"
+
+
+def test_rejects_from_outside_the_pipelines(db_url, engine, pipeline_run):
+    run = pipeline_run(db_url)
+    store = Store(db_url)
+    store.open("archive", mode="backfill", arguments={"path": "/archive"})
+    store.reject(
+        "/archive/2022-05-26-x.md",
+        "unreadable file",
+        detail="not UTF-8: undecodable byte 0xff at offset 3",
+        excerpt=b"---\n\xff\xfe" + "正文".encode() * 400,
+    )
+    assert store.finish() == "finished"
+
+    [reject] = rejects(engine)
+    assert (reject.url, reason_and_run(reject)) == (
+        "/archive/2022-05-26-x.md",
+        ("unreadable file", store.run_id),
+    )
+    assert reject.excerpt.startswith("---\n\ufffd")
+    assert len(reject.excerpt) == 300
+    assert [r.rejected for r in runs(engine)] == [0, 1]
+    assert run.store.run_id != store.run_id
+
+
+def reason_and_run(reject: Reject) -> tuple[str, int | None]:
+    return reject.reason, reject.run_id
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+
+def test_batches_flush_on_size_and_on_time(db_url, engine):
+    store = Store(db_url, batch_size=2, flush_seconds=3600)
+    store.open("storage-test")
+    store.add(make_article("NW000000000000000001"))
+    assert count(engine, Article) == 0
+    store.add(make_article("NW000000000000000002"))
+    assert count(engine, Article) == 2, "a full batch is written at once"
+
+    store.flush_seconds = 0.05
+    store.add(make_article("NW000000000000000003"))
+    time.sleep(0.1)
+    store.add(make_article("NW000000000000000004"))
+    assert count(engine, Article) == 4, "an old batch is written with the next item"
+    store.add(make_article("NW000000000000000005"))
+    store.finish()
+    assert count(engine, Article) == 5, "the rest is written at close"
+
+
+def test_is_stored_reads_the_codes_once_and_follows_the_run(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [make_article("NW000000000000000001")])
+    store = Store(db_url, batch_size=10)
+    store.open("storage-test")
+
+    assert store.is_stored("NW000000000000000001")
+    assert not store.is_stored("NW000000000000000002")
+    with engine.begin() as conn:  # the set is read once: later outside writes are not seen
+        conn.execute(update(Article).values(title="x"))
+    store.add(make_article("NW000000000000000002"))
+    assert store.is_stored("NW000000000000000002"), "queued counts as stored"
+    store.flush()
+    assert store.is_stored("NW000000000000000002")
+    store.finish()
+
+
+# -- schema checks and the ledger ------------------------------------------------------------
+
+
+def test_refuses_a_database_that_was_never_migrated(empty_db_url, pipeline_run):
+    with pytest.raises(SchemaOutdated, match=r"never migrated\): run `make migrate`"):
+        Store(empty_db_url).open("storage-test")
+
+
+def test_refuses_a_database_at_another_revision(db_url, engine):
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffffffffffff'"))
+    with pytest.raises(SchemaOutdated, match=r"not at the newest revision.*make migrate"):
+        Store(db_url).open("storage-test")
+
+
+def test_auto_migrate_when_asked(empty_db_url, pipeline_run):
+    pipeline_run(empty_db_url, [make_article()], FINEWS_AUTO_MIGRATE=True)
+
+    engine = make_engine(empty_db_url)
+    try:
+        assert count(engine, Article) == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        ("finished", "finished"),
+        ("shutdown", "interrupted"),
+        ("closespider_timeout", "stopped"),
+        ("closespider_errorcount", "failed"),
+    ],
+)
+def test_run_status_follows_the_close_reason(sqlite_url, pipeline_run, reason, status):
+    pipeline_run(sqlite_url, [make_article()], reason=reason)
+
+    engine = make_engine(sqlite_url)
+    try:
+        [ledger] = runs(engine)
+    finally:
+        engine.dispose()
+    assert (ledger.status, ledger.close_reason) == (status, reason)
+
+
+def test_run_is_failed_when_storage_cannot_write(db_url, engine):
+    store = Store(db_url)
+    store.open("storage-test")
+    store.reject("x", "something")
+    with engine.begin() as conn:  # make the rejects table refuse every row
+        conn.execute(text("DROP TABLE rejects"))
+    assert store.finish("finished") == "failed"
+
+    [ledger] = runs(engine)
+    assert (ledger.status, ledger.close_reason, ledger.errors) == ("failed", "finished", 1)
+
+
+def test_passwords_never_reach_the_log(postgres_url, caplog):
+    url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust auth ignores it
+    caplog.set_level(logging.DEBUG)
+    store = Store(url)
+    store.open("storage-test")
+    store.finish()
+
+    assert "s3cret-pw" not in caplog.text
+    assert "postgres:***@" in caplog.text
+    assert redact(url).count("***") == 1
+
+
+# -- queries analysts run ------------------------------------------------------------------------
+
+
+def test_articles_about_a_stock_between_two_dates(db_url, engine, pipeline_run):
+    juhua = Stock("1", "600160", "600160.SH", "巨化股份", "stock", False, 1)
+    day = datetime(2022, 5, 20, 9, 0, tzinfo=BEIJING)
+    items = [
+        make_article(f"NW0000000000000000{i:02d}", published_at=day + timedelta(days=i), stocks=s)
+        for i, s in enumerate([[juhua], [], [juhua], [juhua]])
+    ]
+    pipeline_run(db_url, items)
+
+    with Session(engine) as session:
+        codes = session.scalars(
+            select(Article.info_code)
+            .join(StockMention)
+            .where(StockMention.symbol == "600160.SH")
+            .where(Article.published_at.between(day, day + timedelta(days=2, hours=1)))
+            .order_by(Article.published_at)
+        ).all()
+    assert codes == ["NW000000000000000000", "NW000000000000000002"]
+
+
+def test_duplicate_stock_forms_are_merged_into_one_row(db_url, engine, pipeline_run):
+    twice = [
+        Stock("1", "600160", "600160.SH", None, "stock", True, 1),
+        Stock("1", "600160", "600160.SH", "巨化股份", "stock", False, 2),
+    ]
+    pipeline_run(db_url, [replace(make_article(), stocks=twice)])
+
+    row = stocks(engine)["600160.SH"]
+    assert (row.name, row.is_primary, row.mentions) == ("巨化股份", True, 3)

@@ -1,0 +1,89 @@
+"""Alembic on empty SQLite and PostgreSQL databases: upgrade, check, downgrade, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect
+
+from schema.db import make_engine
+from schema.migrate import alembic_config, current_revisions, head_revisions, main, upgrade
+from schema.models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {"articles", "article_categories", "categories", "stock_mentions", "crawl_runs", "rejects"}
+
+
+def tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(empty_db_url):
+    upgrade(empty_db_url)
+
+    assert tables(empty_db_url) == TABLES == set(Base.metadata.tables)
+    command.check(alembic_config(empty_db_url))  # raises if autogenerate finds a difference
+
+
+def test_downgrade_to_base_and_up_again(empty_db_url):
+    config = alembic_config(empty_db_url)
+    command.upgrade(config, "head")
+    command.downgrade(config, "base")
+    assert tables(empty_db_url) == set()
+    command.upgrade(config, "head")
+
+    engine = make_engine(empty_db_url)
+    try:
+        assert current_revisions(engine) == head_revisions()
+    finally:
+        engine.dispose()
+
+
+def test_one_head_only():
+    assert len(head_revisions()) == 1, "merge the Alembic branches"
+
+
+def run_tool(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FINEWS_DATABASE_URL": url}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_alembic_cli_upgrades_and_checks(empty_db_url):
+    ini = "schema/alembic.ini"
+    for args in (["upgrade", "head"], ["check"]):
+        result = run_tool(["-m", "alembic", "-c", ini, *args], empty_db_url)
+        assert result.returncode == 0, result.stderr
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
+    assert tables(empty_db_url) == TABLES
+
+
+@pytest.mark.slow
+def test_make_migrate_creates_the_sqlite_directory(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new' / 'dir' / 'finews.db'}"
+    assert run_tool(["-m", "schema.migrate", "--check"], url).returncode == 1
+
+    result = run_tool(["-m", "schema.migrate"], url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{url} is at {''.join(head_revisions())}."
+    assert run_tool(["-m", "schema.migrate", "--check"], url).returncode == 0
+
+
+def test_migrate_check_names_the_fix_without_the_password(empty_postgres_url, capsys):
+    url = empty_postgres_url.replace("postgres@", "postgres:s3cret-pw@")
+
+    assert main(["--check", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert "run `make migrate`" in err
+    assert "s3cret-pw" not in err and "postgres:***@" in err
