@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from schema.db import make_engine
 from schema.migrate import alembic_config, current_revisions, head_revisions, main, upgrade
@@ -87,3 +87,36 @@ def test_migrate_check_names_the_fix_without_the_password(empty_postgres_url, ca
     err = capsys.readouterr().err
     assert "run `make migrate`" in err
     assert "s3cret-pw" not in err and "postgres:***@" in err
+
+
+def test_an_older_revision_is_refused_until_migrated(empty_db_url):
+    from pipelines.store import Store
+    from schema.migrate import SchemaOutdated
+
+    upgrade(empty_db_url, "0001")
+    with pytest.raises(SchemaOutdated, match=r"is at \['0001'\], not at the newest revision"):
+        Store(empty_db_url).open("storage-test")
+    upgrade(empty_db_url)
+    store = Store(empty_db_url)
+    store.open("storage-test")
+    assert store.finish() == "finished"
+
+
+@pytest.mark.postgres
+def test_article_text_is_stored_uncompressed_on_postgresql(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            storage = dict(
+                conn.execute(
+                    text(
+                        "SELECT attname, attstorage FROM pg_attribute "
+                        "WHERE attrelid = 'articles'::regclass AND attnum > 0"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    text_columns = ("paragraphs", "body_text", "body_html", "digest")
+    assert {c: storage[c] for c in text_columns} == dict.fromkeys(text_columns, "e")
+    assert storage["title"] == "x", "short columns keep the default (extended)"
