@@ -19,8 +19,12 @@ _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 # CommonMark HTML block starts (types 1-7, approximately): a tag, a closing tag or a comment.
 _HTML_BLOCK = re.compile(r"^ {0,3}<(?:[A-Za-z][A-Za-z0-9-]*[\s/>]|/[A-Za-z]|!--)")
 _AUTOLINK = re.compile(r"^<([A-Za-z][A-Za-z0-9+.-]{1,31}:[^\s<>]*)>$")
-_LINK = re.compile(r"\[([^\[\]\\`*_<>&!]+)\]\(([^()\s<>\\]+)\)")
-_LINK_LINE = re.compile(r"^(?:\[[^\[\]\\`*_<>&!]+\]\([^()\s<>\\]+\)[｜|\n ]*)+$")
+# A back-link target as kramdown reads it: spaces and one level of balanced brackets are
+# allowed, for slugs like "21shijijingjibaodao 21caijingAPP" and "anxin(xianggang)".
+_TARGET = r"(?:[^()\s<>\\]|\([^()\s<>\\]*\)| (?=[^()\n]*\)))+"
+_LINK_TEXT = r"[^\[\]\\`*_<>&!]+"
+_LINK = re.compile(rf"\[({_LINK_TEXT})\]\(({_TARGET})\)")
+_LINK_LINE = re.compile(rf"^(?:\[{_LINK_TEXT}\]\({_TARGET}\)[｜|\n ]*)+$")
 # Characters and line starts that may carry Markdown meaning in plain text.
 _MARKDOWN_SYNTAX = re.compile(r"[\\`*_\[\]<>&!~|]|^\s*(?:[#>=+-]|\d+[.)]\s|-{3,}|\s{4})", re.M)
 

@@ -18,7 +18,8 @@ from crawler.pages import ExtractionError
 from crawler.pages.body import extract_body, parse_fragment
 from crawler.pages.kramdown import render_body
 
-_FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\n(.*?)(?:\n---[ \t]*(?:\n|\Z)|\Z)", re.S)
+_FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\n(?:(.*?)\n)?---[ \t]*(?:\n|\Z)", re.S)
+_OPENING = re.compile(r"\A\s*---[ \t]*\n")
 # A plain scalar that YAML reads as the same string: no indicator first, no ": " or " #".
 _SIMPLE_LINE = re.compile(
     r'^([A-Za-z_][\w-]*):[ \t]*("[^"\n]*"|(?:[^-?:,\[\]{}#&*!|>\'"%@`\s]|-[^\s])'
@@ -60,8 +61,10 @@ def split_front_matter(text: str) -> tuple[dict[str, object], str]:
     """The front matter as a dict of strings (or lists of strings) and the body."""
     match = _FRONT_MATTER.match(text)
     if not match:
+        if _OPENING.match(text):
+            raise ExtractionError("front matter is not closed: no second '---' line")
         raise ExtractionError("no front matter: the file does not start with a '---' block")
-    block, body = match[1], text[match.end() :]
+    block, body = match[1] or "", text[match.end() :]
     simple = _simple(block)
     if simple is not None:
         return simple, body
