@@ -56,6 +56,9 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "postgresql":
+        # A crawl can sit idle for minutes; test the pooled connection before each batch.
+        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(parsed, json_serializer=dump_json, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -157,9 +157,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("info_code", "market", "code", name=op.f("pk_stock_mentions")),
     )
-    op.create_index(
-        op.f("ix_stock_mentions_market_code"), "stock_mentions", ["market", "code"]
-    )
+    op.create_index(op.f("ix_stock_mentions_market_code"), "stock_mentions", ["market", "code"])
     op.create_index(
         op.f("ix_stock_mentions_symbol_info_code"), "stock_mentions", ["symbol", "info_code"]
     )
