@@ -315,6 +315,7 @@ class Store:
             ("finews/stored", outcome.stored),
             ("finews/updated", outcome.updated),
             ("finews/unchanged", outcome.unchanged),
+            ("finews/unchanged/other_category", outcome.other_category),
         ):
             if codes:
                 self.stats.inc_value(key, len(codes))
@@ -353,9 +354,7 @@ class Store:
         if self.run_id is None:
             return  # not open yet: nothing may be written before the schema is checked
         queued = len(self._pending) + len(self._links)
-        if queued >= self.batch_size or (
-            time.monotonic() - self._last_flush >= self.flush_seconds
-        ):
+        if queued >= self.batch_size or (time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
     def _tick(self) -> None:

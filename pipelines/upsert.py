@@ -68,6 +68,7 @@ class Outcome:
     stored: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    other_category: list[str] = field(default_factory=list)  # unchanged: another's markup
     orphans: list[Link] = field(default_factory=list)  # links to articles that are not stored
     categories: dict[str, str | None] = field(default_factory=dict)  # slug -> outlet written
 
@@ -105,11 +106,14 @@ def write_batch(
         if state is None:
             new.append(article)
             outcome.stored.append(code)
-        elif state[0] != hashes[code] and state[1] == article.category:
+        elif state[0] == hashes[code]:
+            outcome.unchanged.append(code)
+        elif state[1] == article.category:
             changed.append(article)
             outcome.updated.append(code)
         else:
             outcome.unchanged.append(code)
+            outcome.other_category.append(code)
     all_links = [link for a in articles for link in links_of(a)]
     for link in links:
         if link.info_code in stored or link.info_code in hashes:

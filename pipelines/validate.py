@@ -72,4 +72,5 @@ class ValidatePipeline:
             self.store.reject_item(item, reason)
         else:
             self.store.reject(None, reason, excerpt=repr(item))
-        raise DropItem(f"Invalid article: {reason}")
+        # INFO: the reject above already logged a concise warning; this line adds the item.
+        raise DropItem(f"Invalid article: {reason}", log_level="INFO")

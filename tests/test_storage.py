@@ -269,6 +269,8 @@ def test_other_categorys_markup_never_flips_the_text(db_url, engine, pipeline_ru
     for order in ([later()], [later(), first()], [first(), later()], [later()]):
         run = pipeline_run(db_url, order)
         assert run.stats["finews/unchanged"] == 1
+        other = 1 if order[0].category != first().category else None
+        assert run.stats.get("finews/unchanged/other_category") == other
 
     row = article(engine, EMNEWS)
     assert (row.revision, row.content_hash, row.category) == (1, kept.content_hash, kept.category)
@@ -528,3 +530,35 @@ def test_duplicate_stock_forms_are_merged_into_one_row(db_url, engine, pipeline_
 
     row = stocks(engine)["600160.SH"]
     assert (row.name, row.is_primary, row.mentions) == ("巨化股份", True, 3)
+
+
+def test_the_readme_query_in_raw_sql(db_url, engine, pipeline_run):
+    juhua = Stock("1", "600160", "600160.SH", "巨化股份", "stock", False, 1)
+    pipeline_run(
+        db_url,
+        [
+            make_article(
+                "NW000000000000000001",
+                stocks=[juhua],
+                published_at=datetime(2022, 5, 1, 0, 0, tzinfo=BEIJING),
+            ),
+            make_article(
+                "NW000000000000000002",
+                stocks=[juhua],
+                published_at=datetime(2022, 4, 30, 23, 59, 59, tzinfo=BEIJING),
+            ),
+            make_article(
+                "NW000000000000000003", stocks=[], published_at=datetime(2022, 5, 2, tzinfo=BEIJING)
+            ),
+        ],
+    )
+    sql = """
+        SELECT a.info_code, a.published_at, a.title
+        FROM stock_mentions s JOIN articles a USING (info_code)
+        WHERE s.symbol = '600160.SH'
+          AND a.published_at >= '2022-05-01 00:00:00+08:00'
+          AND a.published_at <  '2022-06-01 00:00:00+08:00'
+        ORDER BY a.published_at
+    """
+    with engine.connect() as conn:
+        assert conn.execute(text(sql)).scalars().all() == ["NW000000000000000001"]

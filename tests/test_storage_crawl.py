@@ -21,7 +21,7 @@ from schema.models import Article, ArticleCategory, CrawlRun, Reject
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-SPIDER = '''
+SPIDER = """
 import asyncio
 import sys
 
@@ -68,7 +68,7 @@ settings.set("TELNETCONSOLE_ENABLED", False)
 process = CrawlerProcess(settings)
 process.crawl(ItemsSpider, scenario=sys.argv[2])
 process.start()
-'''
+"""
 
 
 def crawl(tmp_path: Path, db_url: str, scenario: str) -> subprocess.CompletedProcess[str]:
@@ -92,8 +92,11 @@ def checks(output: str) -> dict[str, str]:
 
 
 def test_a_real_crawl_stores_dedupes_rejects_and_closes_its_run(tmp_path, db_url):
-    result = crawl(tmp_path, db_url, "ok")
+    # PostgreSQL here trusts local users and ignores the password: it must only stay unlogged.
+    with_password = db_url.replace("postgres@", "postgres:s3cret-pw@")
+    result = crawl(tmp_path, with_password, "ok")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "s3cret-pw" not in result.stdout + result.stderr
 
     assert checks(result.stdout) == {"known_before": "False", "stored_before_close": "1"}
     engine = make_engine(db_url)
