@@ -50,13 +50,16 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 def pg_admin() -> Iterator[Engine]:
     """An autocommit engine on the server's maintenance database, to create databases."""
     engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    problem = None
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
+        problem = str(exc.orig).strip()
+    if problem is not None:
         engine.dispose()
         pytest.fail(
-            f"PostgreSQL is not reachable at {redact(PG_ADMIN_URL)} ({exc.orig}). "
+            f"PostgreSQL is not reachable at {redact(PG_ADMIN_URL)} ({problem}). "
             "Start it (`.ci/run` does: pg_ctlcluster <version> main start) or point "
             "FINEWS_TEST_POSTGRES_URL at a server where this user may create databases.",
             pytrace=False,
