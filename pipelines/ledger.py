@@ -37,6 +37,7 @@ STATUS_BY_REASON = {
     "cancelled": "interrupted",
     "start_error": "failed",
     "closespider_errorcount": "failed",
+    "engine_stopped": "failed",  # the engine stopped without closing the spider
 }
 
 

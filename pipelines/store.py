@@ -179,7 +179,8 @@ class Store:
                 logger.error("Could not close run %s: %s", self.run_id, describe_error(exc))
         if self.engine is not None:
             self.engine.dispose()
-        logger.info("Run %s %s (%s)", self.run_id, status, reason)
+        if self.run_id is not None:
+            logger.info("Run %d %s (%s)", self.run_id, status, reason)
         return status
 
     def _spider_closed(self, spider: Any, reason: str) -> None:

@@ -461,6 +461,7 @@ def test_auto_migrate_when_asked(empty_db_url, pipeline_run):
         ("shutdown", "interrupted"),
         ("closespider_timeout", "stopped"),
         ("closespider_errorcount", "failed"),
+        ("engine_stopped", "failed"),
     ],
 )
 def test_run_status_follows_the_close_reason(sqlite_url, pipeline_run, reason, status):
