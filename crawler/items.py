@@ -97,7 +97,7 @@ class Article:
             "body_html": self.body_html,
             "source": self.source,
             "source_url": self.source_url,
-            "stocks": [asdict(s) for s in self.stocks],
+            "stocks": [dict(vars(s)) for s in self.stocks],
         }
         blob = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
