@@ -32,7 +32,7 @@ from crawler.items import Article
 from pipelines import ledger
 from pipelines.upsert import ARTICLES, Link, Outcome, write_batch
 from schema.db import database_url, make_engine, redact
-from schema.migrate import require_current, upgrade
+from schema.migrate import is_blank, require_current, upgrade
 from schema.models import Reject
 from schema.types import BEIJING
 
@@ -131,7 +131,9 @@ class Store:
             return self.run_id
         engine = self._engine()
         try:
-            if self.auto_migrate:
+            # A blank database (a new SQLite file) gets the schema; one that holds tables
+            # is only migrated when asked, so nobody's data changes shape by surprise.
+            if self.auto_migrate or is_blank(engine):
                 upgrade(self.url)
             require_current(engine)
             self.run_id = ledger.open_run(

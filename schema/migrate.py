@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import URL
 
 from schema.db import database_url, make_engine, redact
@@ -51,6 +51,11 @@ def head_revisions() -> set[str]:
 def current_revisions(engine: Engine) -> set[str]:
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def is_blank(engine: Engine) -> bool:
+    """True for a database with no tables at all: creating the schema there loses nothing."""
+    return not inspect(engine).get_table_names()
 
 
 def require_current(engine: Engine) -> None:

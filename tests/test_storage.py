@@ -432,7 +432,24 @@ def test_is_stored_reads_the_codes_once_and_follows_the_run(db_url, engine, pipe
 # -- schema checks and the ledger ------------------------------------------------------------
 
 
-def test_refuses_a_database_that_was_never_migrated(empty_db_url, pipeline_run):
+def test_creates_the_schema_in_a_blank_database(empty_db_url):
+    store = Store(empty_db_url)
+    store.open("storage-test")
+    store.finish()
+    engine = make_engine(empty_db_url)
+    try:
+        assert count(engine, CrawlRun) == 1
+    finally:
+        engine.dispose()
+
+
+def test_refuses_a_database_that_holds_other_tables(empty_db_url):
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
+    finally:
+        engine.dispose()
     with pytest.raises(SchemaOutdated, match=r"never migrated\): run `make migrate`"):
         Store(empty_db_url).open("storage-test")
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from schema.db import make_engine
@@ -141,7 +141,13 @@ def test_a_crawl_that_fails_to_start_still_closes_its_run(tmp_path, sqlite_url):
     assert run.errors >= 1
 
 
-def test_a_crawl_refuses_an_unmigrated_database(tmp_path, empty_sqlite_url):
+def test_a_crawl_refuses_a_database_it_did_not_create(tmp_path, empty_sqlite_url):
+    engine = make_engine(empty_sqlite_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
+    finally:
+        engine.dispose()
     result = crawl(tmp_path, empty_sqlite_url, "ok")
 
     assert "has no finews schema (never migrated): run `make migrate`" in result.stderr
