@@ -57,6 +57,12 @@ class ArticleLoader(ItemLoader):
     def get_output_processor(self, field_name: str) -> Any:
         return self._processor(field_name, "out", self.default_output_processor)
 
+    def add_fallback(self, field_name: str, value: Any) -> None:
+        """Add ``value`` only while the field has no value yet: later sources in a
+        documented fallback order are not even processed once an earlier one gave one."""
+        if not self.get_collected_values(field_name):
+            self.add_value(field_name, value)
+
     def add_body(self, body: Body) -> None:
         """The fields the shared body extractor found."""
         for name in ("digest", "source", "source_url", "body_html"):
@@ -65,11 +71,11 @@ class ArticleLoader(ItemLoader):
         self.add_value("images", body.images)
         self.add_value("stocks", body.stocks)
         # Fallbacks, used only when the wrapper did not name them.
-        self.add_value("outlet", body.backlink_outlet)
-        self.add_value("category", body.backlink_category)
+        self.add_fallback("outlet", body.backlink_outlet)
+        self.add_fallback("category", body.backlink_category)
 
     def add_info_code(self, source_url: str | None, name: str | None) -> None:
         """The infoCode, in order of trust: NewsShare link, post name, eastmoney.com link."""
         self.add_value("info_code", info_code_from_share_link(source_url))
-        self.add_value("info_code", info_code_from_name(name))
-        self.add_value("info_code", info_code_from_article_link(source_url))
+        self.add_fallback("info_code", info_code_from_name(name))
+        self.add_fallback("info_code", info_code_from_article_link(source_url))

@@ -69,15 +69,15 @@ def parse_site_time(text: str | None) -> datetime | None:
     value = _ZONE_PREFIX.sub("", clean_text(text))
     if not value or re.fullmatch(r"[+-]\d{2}:?\d{2}", value):
         return None
+    try:  # ISO 8601 and the generator's "2022-04-27 15:22:47 +0800", in C
+        return to_site_tz(datetime.fromisoformat(value))
+    except ValueError:
+        pass
     for fmt in _TIME_FORMATS:
         try:
             return to_site_tz(datetime.strptime(value, fmt))
         except ValueError:
             continue
-    try:
-        return to_site_tz(datetime.fromisoformat(value))
-    except ValueError:
-        pass
     return _dateparser_time(value)
 
 

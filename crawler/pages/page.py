@@ -50,17 +50,19 @@ def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> A
     section = sections[-1]
     time_line, heading, nodes, tag = _split_section(section)
 
-    seo = _json_ld(root)
     canonical = _first(root.xpath(_CANONICAL))
     loader = ArticleLoader()
     loader.add_value("url", url)
     loader.add_value("title", heading)
-    loader.add_value("title", _not_site_title(_first(root.xpath(_OG_TITLE))))
-    loader.add_value("title", _not_site_title(seo.get("headline")))
-    loader.add_value("title", _not_site_title(_page_title(root)))
+    # Later sources are read only while the earlier ones gave nothing usable.
+    for title_from in (_og_title, _seo_headline, _page_title):
+        if loader.get_collected_values("title"):
+            break
+        loader.add_value("title", _not_site_title(title_from(root)))
     loader.add_value("published_at", _first(root.xpath(_PUBLISHED)))
-    loader.add_value("published_at", seo.get("datePublished"))
-    loader.add_value("published_at", time_line)
+    if not loader.get_collected_values("published_at"):
+        loader.add_value("published_at", _json_ld(root).get("datePublished"))
+    loader.add_fallback("published_at", time_line)
     # A served page knows its own URL; a saved file trusts its canonical link first.
     candidates = (url, canonical) if url.startswith("http") else (canonical, url)
     post_path = _post_path(candidates[0]) or _post_path(candidates[1])
@@ -123,6 +125,14 @@ def _json_ld(root) -> dict:
         if isinstance(data, dict):
             return data
     return {}
+
+
+def _og_title(root) -> str | None:
+    return _first(root.xpath(_OG_TITLE))
+
+
+def _seo_headline(root) -> str | None:
+    return _json_ld(root).get("headline")
 
 
 def _page_title(root) -> str | None:
