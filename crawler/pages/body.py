@@ -98,12 +98,14 @@ def _with_leading_text(container) -> list:
     return nodes
 
 
-def _classes(el) -> list[str]:
-    return (el.get("class") or "").split()
+def _has_class(el, name: str) -> bool:
+    classes = el.get("class")
+    return classes is not None and name in classes.split()
 
 
 def _is_hidden(el) -> bool:
-    return bool(_HIDDEN_STYLE.search(el.get("style") or ""))
+    style = el.get("style")
+    return style is not None and "none" in style and bool(_HIDDEN_STYLE.search(style))
 
 
 class _BodyReader:
@@ -152,7 +154,7 @@ class _BodyReader:
             self.body.digest = clean_text(node.text_content()) or None
             return True
         if tag == "p":
-            if _SOURCE_CLASS in _classes(node):
+            if _has_class(node, _SOURCE_CLASS):
                 self.body.source = parse_source_line(node.text_content())
                 return True
             if self._link_line(node) or self._backlinks(node):
@@ -187,6 +189,8 @@ class _BodyReader:
 
     def _backlinks(self, p) -> bool:
         """A paragraph of 返回X新闻 / 返回首页 links and separators only."""
+        if not len(p) or p[0].tag != "a" or (p.text or "").strip():
+            return False
         links = p.findall("a")
         if not links or len(p) != len(links):
             return False
@@ -218,7 +222,7 @@ class _BodyReader:
         if self.in_kline:
             self._kline_node(el)
             return
-        if _SOURCE_CLASS in _classes(el):
+        if _has_class(el, _SOURCE_CLASS):
             self._flush()
             if self.body.source is None:
                 self.body.source = parse_source_line(el.text_content())
@@ -272,10 +276,10 @@ class _BodyReader:
                 self.body.images.append(url)
 
     def _mention(self, el, primary: bool = False) -> bool:
-        if el.tag == "img":
+        data_code, href = el.get("data-code"), el.get("href")
+        if (data_code is None and (href is None or "/unify/r/" not in href)) or el.tag == "img":
             return False
-        href = el.get("href")
-        key = parse_stock_markup(el.get("data-code"), href)
+        key = parse_stock_markup(data_code, href)
         if key is None:
             return False
         market, code = key
@@ -298,7 +302,7 @@ class _BodyReader:
 
 
 def _serialise(el) -> str:
-    return lxml.html.tostring(el, encoding="unicode", with_tail=False)
+    return etree.tostring(el, method="html", encoding="unicode", with_tail=False)
 
 
 def _escape(text: str) -> str:
