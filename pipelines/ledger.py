@@ -27,6 +27,7 @@ COUNT_KEYS = {
     "unchanged": "finews/unchanged",
     "duplicates": "finews/duplicates",
     "rejected": "finews/rejected",
+    "skipped": "finews/skipped",
 }
 ERROR_KEYS = ("log_count/ERROR", "finews/errors")
 

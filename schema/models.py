@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, MetaData, String, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from schema.types import JSONType, Timestamp
@@ -54,6 +54,8 @@ class CrawlRun(Base):
     unchanged: Mapped[int] = mapped_column(server_default=text("0"))
     duplicates: Mapped[int] = mapped_column(server_default=text("0"))
     rejected: Mapped[int] = mapped_column(server_default=text("0"))
+    # Files or pages passed over without an item: unchanged, outside -a since/until, ...
+    skipped: Mapped[int] = mapped_column(server_default=text("0"))
     errors: Mapped[int] = mapped_column(server_default=text("0"))
     exit_status: Mapped[int | None]  # the process exit status, where the caller records one
 
@@ -163,3 +165,22 @@ class Reject(Base):
     reason: Mapped[str]  # readable and short: "missing info_code"
     detail: Mapped[str | None] = mapped_column(Text)
     excerpt: Mapped[str | None] = mapped_column(Text)  # at most a few hundred characters
+
+
+class SourceFile(Base):
+    """A post file a backfill has read, as it was then: an unchanged file is not read again."""
+
+    __tablename__ = "source_files"
+
+    path: Mapped[str] = mapped_column(primary_key=True)  # absolute path, symlinks not followed
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file's bytes
+    info_code: Mapped[str | None] = mapped_column(String(64))  # of the item it held, if any
+    status: Mapped[str]  # article (went to storage) | rejected (a rejects row says why)
+    read_at: Mapped[datetime]
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("crawl_runs.id", ondelete="SET NULL")
+    )  # the run that last read the file
+
+    __table_args__ = (Index(None, "info_code"),)

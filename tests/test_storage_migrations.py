@@ -16,7 +16,15 @@ from schema.migrate import alembic_config, current_revisions, head_revisions, ma
 from schema.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"articles", "article_categories", "categories", "stock_mentions", "crawl_runs", "rejects"}
+TABLES = {
+    "articles",
+    "article_categories",
+    "categories",
+    "stock_mentions",
+    "crawl_runs",
+    "rejects",
+    "source_files",
+}
 
 
 def tables(url: str) -> set[str]:
