@@ -5,6 +5,8 @@
 
 - ``is_stored(info_code)``: is the article in the database or already queued in this run?
   The stored codes are read once per run, on first use, not one SELECT per call;
+  ``is_linked(info_code, category)`` and ``was_rejected(url)`` likewise, so an incremental
+  crawl can skip a post without fetching it;
 - ``reject(url, reason, ...)``: record something that could not be stored (a download
   error, an unreadable file) in ``rejects``, with a stats counter;
 - ``add(article)`` / ``add_link(...)``: queue writes; batches flush on size, on time and
@@ -21,6 +23,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
@@ -28,9 +31,9 @@ from scrapy.utils.reactor import is_reactor_installed
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from crawler.items import Article
+from crawler.items import DOWNLOAD_FAILED, Article
 from pipelines import ledger
-from pipelines.upsert import ARTICLES, Link, Outcome, write_batch
+from pipelines.upsert import ARTICLES, LINKS, Link, Outcome, write_batch
 from schema.db import database_url, make_engine, redact
 from schema.migrate import is_blank, require_current, upgrade
 from schema.models import Reject
@@ -101,6 +104,8 @@ class Store:
         self._rejects: list[dict[str, Any]] = []
         self._categories: dict[str, str | None] = {}
         self._stored_codes: set[str] | None = None
+        self._linked: set[tuple[str, str]] | None = None
+        self._rejected_paths: set[str] | None = None
         self._last_flush = time.monotonic()
         self._timer: Any = None
         self._finished = False
@@ -207,6 +212,32 @@ class Store:
             with self._engine().connect() as conn:
                 self._stored_codes = set(conn.execute(select(ARTICLES.c.info_code)).scalars())
         return self._stored_codes
+
+    def is_linked(self, info_code: str, category: str) -> bool:
+        """True if the article is stored or queued with a link to ``category``."""
+        pending = self._pending.get(info_code)
+        if pending is not None and (
+            pending.category == category or category in pending.more_categories
+        ):
+            return True
+        if self._linked is None:
+            with self._engine().connect() as conn:
+                rows = conn.execute(select(LINKS.c.info_code, LINKS.c.category))
+                self._linked = {(code, slug) for code, slug in rows}
+        return (info_code, category) in self._linked
+
+    def was_rejected(self, url: str) -> bool:
+        """True if an earlier run rejected the page at ``url`` for what it holds.
+
+        Pages are compared by path, so a mirror on another port is the same site. A failed
+        download (reason ``DOWNLOAD_FAILED``) does not count: the next run tries it again.
+        """
+        if self._rejected_paths is None:
+            query = select(REJECTS.c.url).distinct()
+            query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason != DOWNLOAD_FAILED)
+            with self._engine().connect() as conn:
+                self._rejected_paths = {urlsplit(u).path for u in conn.execute(query).scalars()}
+        return urlsplit(url).path in self._rejected_paths
 
     def reject(
         self,
