@@ -1,0 +1,66 @@
+"""Downloader middleware: back off when the site says it is overloaded (429 / 503).
+
+AutoThrottle only ever raises the delay by the latency it measures, and a quick 429 or
+503 has a small latency, so it would keep the pace. Here such a response at least
+doubles the download slot's delay (from FINEWS_BACKOFF_DELAY, and at least the
+``Retry-After`` seconds the server asks for), capped at FINEWS_BACKOFF_MAX_DELAY;
+RetryMiddleware then retries the request at that slower pace, and AutoThrottle brings
+the delay back down as normal responses return.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_STATUSES = (429, 503)
+
+
+def retry_after_seconds(value: bytes | str | None) -> float:
+    """Seconds in a ``Retry-After`` header; 0 for none or an HTTP date (not worth parsing)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    try:
+        return max(0.0, float((value or "").strip()))
+    except ValueError:
+        return 0.0
+
+
+def backed_off_delay(current: float, retry_after: float, start: float, cap: float) -> float:
+    """The next delay after an overload answer: double, at least ``start`` and Retry-After."""
+    return min(cap, max(current * 2, start, retry_after))
+
+
+class BackoffMiddleware:
+    """Slows the download slot of a request answered 429 or 503, before it is retried."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.start = crawler.settings.getfloat("FINEWS_BACKOFF_DELAY", 1.0)
+        self.cap = crawler.settings.getfloat("FINEWS_BACKOFF_MAX_DELAY", 60.0)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> BackoffMiddleware:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if response.status not in BACKOFF_STATUSES:
+            return response
+        slots = self.crawler.engine.downloader.slots if self.crawler.engine else {}
+        slot = slots.get(request.meta.get("download_slot", ""))
+        if slot is not None:
+            wait = retry_after_seconds(response.headers.get(b"Retry-After"))
+            slot.delay = backed_off_delay(slot.delay, wait, self.start, self.cap)
+            self.crawler.stats.inc_value("finews/backoff")
+            logger.info(
+                "%s answered %d: waiting %.1f s between requests", request.url,
+                response.status, slot.delay,
+            )  # fmt: skip
+        return response
