@@ -10,7 +10,11 @@
 - ``reject(url, reason, ...)``: record something that could not be stored (a download
   error, an unreadable file) in ``rejects``, with a stats counter;
 - ``add(article)`` / ``add_link(...)``: queue writes; batches flush on size, on time and
-  at close, and a failed batch is retried item by item so one bad row costs one reject.
+  at close, and a failed batch is retried item by item so one bad row costs one reject;
+- ``source_files()`` / ``track_file(url, row)`` / ``release_file(url)``: the backfill's file
+  ledger (``pipelines.sources``). A tracked file is recorded in the same transaction as
+  the article or reject its item becomes, so a killed run never records a file whose
+  effect it lost.
 
 The database must be at the newest schema: otherwise ``open`` raises ``SchemaOutdated``
 saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
@@ -32,7 +36,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.items import DOWNLOAD_FAILED, Article
-from pipelines import ledger
+from pipelines import ledger, sources
 from pipelines.upsert import ARTICLES, LINKS, Link, Outcome, write_batch
 from schema.db import database_url, make_engine, redact
 from schema.migrate import is_blank, require_current, upgrade
@@ -109,6 +113,12 @@ class Store:
         self._last_flush = time.monotonic()
         self._timer: Any = None
         self._finished = False
+        # Post files (pipelines.sources): a row waits in _files until its item is queued,
+        # then rides with it: with the articles batch, or with the rejects.
+        self._files: dict[str, dict[str, Any]] = {}
+        self._file_rows: list[dict[str, Any]] = []
+        self._reject_file_rows: list[dict[str, Any]] = []
+        self._source_files: dict[str, sources.FileRecord] | None = None
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -261,6 +271,7 @@ class Store:
                 "created_at": now(),
             }
         )
+        self._take_file(url, sources.REJECTED, self._reject_file_rows)
         self.stats.inc_value("finews/rejected")
         logger.warning("Rejected %s: %s", url or info_code, reason)
         self._flush_if_due()
@@ -283,10 +294,12 @@ class Store:
             # The same article twice in a batch: write the first, then compare with it.
             self.flush()
         self._pending[article.info_code] = article
+        self._take_file(article.url, sources.ARTICLE, self._file_rows)
         self._flush_if_due()
 
     def add_link(self, info_code: str, category: str, url: str) -> None:
         """The article was also seen under ``category``: record that link."""
+        self._take_file(url, sources.ARTICLE, self._file_rows)
         pending = self._pending.get(info_code)
         if pending is not None:
             if category != pending.category:
@@ -297,15 +310,16 @@ class Store:
 
     def flush(self) -> None:
         """Write everything queued: articles and links in one transaction, then rejects."""
-        if not (self._pending or self._links or self._rejects):
+        if not (self._pending or self._links or self._rejects or self._file_rows):
             return
         articles, links = list(self._pending.values()), self._links
         self._pending, self._links = {}, []
+        files, self._file_rows = self._file_rows, []
         self._last_flush = time.monotonic()
-        if articles or links:
+        if articles or links or files:
             self.stats.inc_value("finews/batches")
             try:
-                self._write(articles, links)
+                self._write(articles, links, files)
             except SQLAlchemyError as exc:
                 self.stats.inc_value("finews/batch_failures")
                 logger.warning(
@@ -314,9 +328,13 @@ class Store:
                     describe_error(exc),
                 )
                 self._write_one_by_one(articles, links)
+                # Recorded after the retries, with the rejects some of them became.
+                self._reject_file_rows.extend(files)
         self._write_rejects()
 
-    def _write(self, articles: list[Article], links: list[Link]) -> None:
+    def _write(
+        self, articles: list[Article], links: list[Link], files: list[dict] | None = None
+    ) -> None:
         with self._engine().begin() as conn:
             outcome = write_batch(
                 conn,
@@ -326,6 +344,7 @@ class Store:
                 now=now(),
                 known_categories=self._categories,
             )
+            sources.write(conn, files or [], run_id=self.run_id, now=now())
             if self.run_id is not None:
                 ledger.record_counts(conn, self.run_id, ledger.counts_from(self.stats))
         self._count(outcome)
@@ -366,14 +385,17 @@ class Store:
             )
 
     def _write_rejects(self) -> None:
-        if not self._rejects:
+        if not (self._rejects or self._reject_file_rows):
             return
         rows, self._rejects = self._rejects, []
+        files, self._reject_file_rows = self._reject_file_rows, []
         for row in rows:
             row["run_id"] = self.run_id
         try:
             with self._engine().begin() as conn:
-                conn.execute(insert(REJECTS), rows)
+                if rows:
+                    conn.execute(insert(REJECTS), rows)
+                sources.write(conn, files, run_id=self.run_id, now=now())
         except SQLAlchemyError as exc:
             # Nothing is left to hold them: the log is the last place a person can look.
             self.storage_failed = True
@@ -381,6 +403,31 @@ class Store:
             logger.error("Could not write %d rejects: %s", len(rows), describe_error(exc))
             for row in rows:
                 logger.error("Lost reject: %s %s: %s", row["url"], row["reason"], row["detail"])
+
+    # -- the backfill's file ledger ------------------------------------------------------
+
+    def source_files(self) -> dict[str, sources.FileRecord]:
+        """Every post file an earlier run recorded, by path; read once per run."""
+        if self._source_files is None:
+            with self._engine().connect() as conn:
+                self._source_files = sources.load(conn)
+        return self._source_files
+
+    def track_file(self, url: str, row: dict[str, Any]) -> None:
+        """Record a post file (path, size, mtime_ns, sha256, info_code) together with what
+        its item from ``url`` becomes: the article queued or the reject recorded next."""
+        self._files[url] = row
+
+    def release_file(self, url: str) -> None:
+        """The item from ``url`` ended without a write (or the file's bytes are unchanged):
+        record its file with the next batch."""
+        self._take_file(url, sources.ARTICLE, self._file_rows)
+
+    def _take_file(self, url: str | None, status: str, into: list[dict[str, Any]]) -> None:
+        if self._files and url is not None:
+            row = self._files.pop(url, None)
+            if row is not None:
+                into.append({**row, "status": row.get("status") or status})
 
     # -- batching by time -------------------------------------------------------------------
 
