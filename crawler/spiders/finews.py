@@ -1,0 +1,176 @@
+"""``scrapy crawl finews``: the site's home page → category pages → posts not yet stored.
+
+Arguments (``-a name=value``):
+
+- ``base_url``: the site to crawl, default the live site; a mirror's URL for tests and the
+  demo. Links to the site's own host names are followed on ``base_url``'s host.
+- ``categories``: ``slug1,slug2`` to crawl only those category pages; default every
+  category, found from the home page's posts and from every fetched post's back-link.
+- ``refresh``: ``1`` fetches every post again (to pick up revised texts); by default a
+  post whose infoCode is stored, or whose page an earlier run rejected for its content,
+  is not requested (counted under ``finews/skipped``). A stored article seen under a new
+  category gets that category link without a download.
+
+What a link is and where it points is decided in ``crawler.pages.site``; a post page
+becomes an item in ``crawler.pages.page``. This module only decides what to fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from scrapy import Request, Spider
+from scrapy.http import Response
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
+
+from crawler.items import DOWNLOAD_FAILED, Article
+from crawler.pages import ExtractionError
+from crawler.pages.page import parse_page
+from crawler.pages.site import (
+    LIVE_SITE,
+    PostLink,
+    backlink_categories,
+    category_url,
+    home_url,
+    parse_listing,
+    site_root,
+)
+
+logger = logging.getLogger(__name__)
+
+# Category pages first: they say which posts exist, before posts are fetched.
+CATEGORY_PRIORITY = 10
+# Statuses that mean "not (or no longer) on the site": posts leave it after three days.
+GONE = (404, 410)
+
+
+def truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+class FinewsSpider(Spider):
+    name = "finews"
+
+    def __init__(
+        self,
+        base_url: str = LIVE_SITE,
+        categories: str | None = None,
+        refresh: str | bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = site_root(base_url)
+        self.only = tuple(s.strip() for s in (categories or "").split(",") if s.strip())
+        self.refresh = truthy(refresh)
+        self.mode = "refresh" if self.refresh else "incremental"
+        self.arguments = {
+            "base_url": self.root + "/",
+            "categories": list(self.only) or "all",
+            "refresh": self.refresh,
+        }
+        self._categories: set[str] = set()
+        self._posts: set[str] = set()
+
+    @property
+    def store(self) -> Any:
+        return self.crawler.finews_store  # set up by the pipelines (pipelines.store.Store)
+
+    async def start(self) -> AsyncIterator[Request]:
+        if not self.only:
+            meta = {"finews_page": "home"}
+            yield Request(home_url(self.root), self.parse_home, errback=self.failed, meta=meta)
+        for slug in self.only:
+            for request in self._category(slug):
+                yield request
+
+    # -- callbacks ------------------------------------------------------------------------
+
+    def parse_home(self, response: Response) -> Iterator[Request]:
+        self._count_page("home")
+        listing = parse_listing(response.body, response.url, self.root, response.headers)
+        for slug in listing.categories:
+            yield from self._category(slug)
+        for post in listing.posts:
+            if post.category:
+                yield from self._category(post.category)
+            yield from self._post(post)
+
+    def parse_category(self, response: Response) -> Iterator[Request]:
+        self._count_page("category")
+        listing = parse_listing(response.body, response.url, self.root, response.headers)
+        for post in listing.posts:
+            yield from self._post(post)
+
+    def parse_post(self, response: Response) -> Iterator[Article | Request]:
+        self._count_page("post")
+        try:
+            yield parse_page(response.body, response.url, response.headers)
+        except ExtractionError as exc:
+            self.store.reject(response.url, exc.reason, excerpt=response.text[:300])
+        for slug in backlink_categories(response.text, response.url, self.root):
+            yield from self._category(slug)
+
+    def failed(self, failure: Failure) -> None:
+        """A page that could not be fetched, after the retries: gone, or an error."""
+        request = failure.request  # type: ignore[attr-defined]
+        page = request.meta.get("finews_page", "page")
+        status = failure.value.response.status if failure.check(HttpError) else None
+        detail = f"HTTP {status}" if status else f"{failure.type.__name__}: {failure.value}"
+        stats = self.crawler.stats
+        if status in GONE:
+            stats.inc_value(f"finews/missing/{page}")
+            logger.info("No %s page at %s (%s)", page, request.url, detail)
+        else:
+            stats.inc_value(f"finews/failed/{page}")
+            logger.error("Could not fetch the %s page %s: %s", page, request.url, detail)
+        if page == "post":
+            link = request.meta.get("finews_post")
+            code = link.info_code if isinstance(link, PostLink) else None
+            self.store.reject(request.url, DOWNLOAD_FAILED, detail=detail, info_code=code)
+
+    # -- what to fetch ----------------------------------------------------------------------
+
+    def _category(self, slug: str) -> Iterator[Request]:
+        if slug in self._categories or (self.only and slug not in self.only):
+            return
+        self._categories.add(slug)
+        yield Request(
+            category_url(self.root, slug),
+            self.parse_category,
+            errback=self.failed,
+            priority=CATEGORY_PRIORITY,
+            meta={"finews_page": "category"},
+        )
+
+    def _post(self, post: PostLink) -> Iterator[Request]:
+        if post.url in self._posts or (self.only and post.category not in self.only):
+            return
+        self._posts.add(post.url)
+        if not self.refresh and self._known(post):
+            return
+        meta = {"finews_page": "post", "finews_post": post}
+        yield Request(post.url, self.parse_post, errback=self.failed, meta=meta)
+
+    def _known(self, post: PostLink) -> bool:
+        """Skip a stored article (adding a new category link) or a page rejected before."""
+        stats = self.crawler.stats
+        if post.info_code and self.store.is_stored(post.info_code):
+            stats.inc_value("finews/skipped")
+            stats.inc_value("finews/skipped/stored")
+            if post.category and not self.store.is_linked(post.info_code, post.category):
+                self.store.add_link(post.info_code, post.category, post.url)
+                stats.inc_value("finews/linked_without_download")
+            return True
+        if self.store.was_rejected(post.url):
+            stats.inc_value("finews/skipped")
+            stats.inc_value("finews/skipped/rejected")
+            return True
+        return False
+
+    def _count_page(self, page: str) -> None:
+        self.crawler.stats.inc_value("finews/pages")
+        self.crawler.stats.inc_value(f"finews/pages/{page}")
+
