@@ -4,6 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export FINEWS_DATABASE_URL ?= sqlite:///data/finews.db
+# make crawl ARGS="-a categories=emnews -s FINEWS_MAX_ERRORS=20" passes them to `scrapy cron`.
+ARGS ?=
+# make demo writes here whatever FINEWS_DATABASE_URL says: never into a real database.
+DEMO_DATABASE_URL ?= sqlite:///data/finews.db
+DEMO_POSTS ?= 500
+DEMO_SEED ?= 1
+DEMO_SITE ?= data/demo-site
 
 .DEFAULT_GOAL := help
 
@@ -27,6 +34,13 @@ test: $(STAMP) lint ## Lint, then run the whole test suite (needs PostgreSQL; se
 extract: $(STAMP) ## Extract local files: make extract FILES="a.md b.html"
 	$(VENV)/bin/scrapy extract $(FILES)
 
+crawl: $(STAMP) ## Crawl the live site once, incrementally, into FINEWS_DATABASE_URL (for cron)
+	$(VENV)/bin/scrapy cron $(ARGS)
+
+demo: $(STAMP) ## Crawl a local mirror of the bundled articles into data/finews.db; print a summary
+	@$(VENV)/bin/scrapy demo --synthetic $(DEMO_POSTS) --seed $(DEMO_SEED) --site $(DEMO_SITE) \
+		-s FINEWS_DATABASE_URL=$(DEMO_DATABASE_URL)
+
 migrate: $(STAMP) ## Upgrade the database at FINEWS_DATABASE_URL to the newest schema
 	$(VENV)/bin/python -m schema.migrate
 
@@ -36,4 +50,4 @@ bench: $(STAMP) ## Run every benchmark and print side-by-side ratios
 bench-extract: $(STAMP) ## Benchmark extraction of post files and rendered pages
 	$(PY) -m tests.bench extract
 
-.PHONY: help install lint test extract migrate bench bench-extract
+.PHONY: help install lint test extract crawl demo migrate bench bench-extract
