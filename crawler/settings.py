@@ -44,6 +44,10 @@ FINEWS_STORE_FLUSH_SECONDS = 5.0
 # An outdated schema stops the run with "run make migrate"; True migrates it instead.
 FINEWS_AUTO_MIGRATE = False
 
+# Post pages are parsed in this many worker processes: Scrapy keeps the crawl process's core
+# busy (PERF.md). None: one when the machine has a second core; 0 parses in the crawl process.
+FINEWS_PAGE_WORKERS = None
+
 # Cron runs (`scrapy cron`): one at a time per lock file; a run with more errors fails.
 FINEWS_LOCK_FILE = os.environ.get("FINEWS_LOCK_FILE", "data/crawl.lock")
 # A daily crawl of a static site normally has none; a few time-outs are not an outage.

@@ -21,11 +21,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import lxml.html
 from w3lib.encoding import html_to_unicode
 
+from crawler.items import Article
+from crawler.pages import ExtractionError
+from crawler.pages.page import parse_page
 from crawler.processors import info_code_from_name
 
 LIVE_SITE = "https://finews.withounder.com/"
@@ -48,6 +52,15 @@ class PostLink:
     url: str  # absolute, on the crawled site (the mirror's host when crawling a mirror)
     category: str | None  # the slug, decoded; None for a post without a category
     info_code: str | None  # from the post's name; None when the name does not carry one
+
+
+@dataclass
+class PostPage:
+    """What a post page holds for the crawl: its article (or why none) and its back-links."""
+
+    article: Article | None
+    error: str | None  # ExtractionError's reason when the page is not a readable post
+    categories: list[str]  # slugs its 返回X新闻 back-links name
 
 
 @dataclass
@@ -84,6 +97,8 @@ def on_site(href: str | None, page_url: str, root: str) -> str | None:
     href = (href or "").strip()
     if not href or href.startswith(("#", "mailto:", "javascript:")):
         return None
+    if href[0] == "/" and href[1:2] != "/":
+        return _rooted(href, root)  # the usual case on listing pages: no URL parsing needed
     absolute = urlsplit(urljoin(page_url, href))
     if absolute.scheme not in ("http", "https"):
         return None
@@ -96,6 +111,20 @@ def on_site(href: str | None, page_url: str, root: str) -> str | None:
         path = path.removeprefix(rooted.path) or "/"  # already under the mirror's prefix
     query = f"?{absolute.query}" if absolute.query else ""
     return f"{root}{path}{query}"
+
+
+@lru_cache(maxsize=64)
+def _prefix(root: str) -> str:
+    return urlsplit(root).path
+
+
+def _rooted(href: str, root: str) -> str:
+    """A root-relative ``href`` under ``root``, without its fragment."""
+    href = href.partition("#")[0]
+    prefix = _prefix(root)
+    if prefix and (href == prefix or href.startswith(prefix + "/")):
+        href = href[len(prefix) :] or "/"
+    return root + href
 
 
 def site_path(url: str, root: str) -> str:
@@ -131,10 +160,19 @@ def category_of_link(href: str, page_url: str, root: str) -> str | None:
     ``../emnews/`` and ``./emnews/`` are written relative to the site's root, whatever page
     holds them (they only resolve on the home page), so they are read as ``/emnews/``.
     """
-    relative = _RELATIVE_SLUG_DIR.match(href.strip())
+    href = href.strip()
+    relative = _RELATIVE_SLUG_DIR.match(href)
     if relative:
         return unquote(relative["slug"])
+    if href.startswith(("/", "http:", "https:")):
+        return _category_of_absolute(href, root)  # the page does not matter: cache it
     url = on_site(href, page_url, root)
+    return category_of(url, root) if url else None
+
+
+@lru_cache(maxsize=4096)
+def _category_of_absolute(href: str, root: str) -> str | None:
+    url = on_site(href, root + "/", root)
     return category_of(url, root) if url else None
 
 
@@ -161,6 +199,19 @@ def parse_listing(
         if slug is not None and slug not in listing.categories:
             listing.categories.append(slug)
     return listing
+
+
+def read_post_page(
+    body: bytes | str, url: str, root: str, content_type: str | None = None
+) -> PostPage:
+    """A post page's article (``crawler.pages.page.parse_page``) and back-link categories,
+    decoding the body once for both. Never raises ExtractionError: it is returned."""
+    text = body if isinstance(body, str) else html_to_unicode(content_type, body)[1]
+    categories = backlink_categories(text, url, root)
+    try:
+        return PostPage(parse_page(text, url), None, categories)
+    except ExtractionError as exc:
+        return PostPage(None, exc.reason, categories)
 
 
 def backlink_categories(text: str, url: str, root: str) -> list[str]:

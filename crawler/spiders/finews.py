@@ -12,7 +12,8 @@ Arguments (``-a name=value``):
   category gets that category link without a download.
 
 What a link is and where it points is decided in ``crawler.pages.site``; a post page
-becomes an item in ``crawler.pages.page``. This module only decides what to fetch.
+becomes an item in ``crawler.pages.page``, read in a worker process (``crawler.pagepool``).
+This module only decides what to fetch.
 """
 
 from __future__ import annotations
@@ -21,18 +22,17 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from scrapy import Request, Spider
+from scrapy import Request, Spider, signals
+from scrapy.crawler import Crawler
 from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawler.items import DOWNLOAD_FAILED, Article
-from crawler.pages import ExtractionError
-from crawler.pages.page import parse_page
+from crawler.pagepool import PagePool, default_workers
 from crawler.pages.site import (
     LIVE_SITE,
     PostLink,
-    backlink_categories,
     category_url,
     home_url,
     parse_listing,
@@ -49,6 +49,11 @@ GONE = (404, 410)
 
 def truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def content_type(response: Response) -> str | None:
+    raw = response.headers.get(b"Content-Type")
+    return raw.decode("latin-1") if raw else None
 
 
 class FinewsSpider(Spider):
@@ -73,6 +78,16 @@ class FinewsSpider(Spider):
         }
         self._categories: set[str] = set()
         self._posts: set[str] = set()
+        self.pages = PagePool(self.root, 0)  # from_crawler gives it FINEWS_PAGE_WORKERS
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> FinewsSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        workers = crawler.settings.get("FINEWS_PAGE_WORKERS")
+        spider.pages = PagePool(spider.root, default_workers() if workers is None else int(workers))
+        crawler.signals.connect(spider.pages.start, signal=signals.spider_opened)
+        crawler.signals.connect(spider.pages.close, signal=signals.spider_closed)
+        return spider
 
     @property
     def store(self) -> Any:
@@ -104,14 +119,16 @@ class FinewsSpider(Spider):
         for post in listing.posts:
             yield from self._post(post)
 
-    def parse_post(self, response: Response) -> Iterator[Article | Request]:
+    async def parse_post(self, response: Response) -> AsyncIterator[Article | Request]:
         self._count_page("post")
-        try:
-            yield parse_page(response.body, response.url, response.headers)
-        except ExtractionError as exc:
-            self.store.reject(response.url, exc.reason, excerpt=response.text[:300])
-        for slug in backlink_categories(response.text, response.url, self.root):
-            yield from self._category(slug)
+        page = await self.pages.read(response.body, response.url, content_type(response))
+        if page.article is not None:
+            yield page.article
+        else:
+            self.store.reject(response.url, page.error, excerpt=response.text[:300])
+        for slug in page.categories:
+            for request in self._category(slug):
+                yield request
 
     def failed(self, failure: Failure) -> None:
         """A page that could not be fetched, after the retries: gone, or an error."""
