@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from crawler.pagepool import PagePool
+from crawler.pagepool import PagePool, frame, unframe
 from crawler.pages.site import read_post_page
 from fixtures.mirror import render_post
 from fixtures.synth import generate
@@ -54,4 +54,15 @@ def test_a_dead_worker_costs_speed_not_pages(pages, caplog):
     pool = PagePool(ROOT, 1)
     assert asyncio.run(read_all(pool, pages, kill_after=2)) == expected
     assert pool.inline > 0
-    assert "reading pages here" in caplog.text
+    assert "its pages go elsewhere" in caplog.text
+
+
+def test_frames_survive_any_split():
+    payloads = [b"", b"x" * 5, bytes(range(256)) * 300]
+    stream = b"".join(frame(p) for p in payloads)
+    for cut in (1, 3, 4, 5, 100, len(stream) - 1):
+        buffer = bytearray(stream[:cut])
+        got = unframe(buffer)
+        buffer += stream[cut:]
+        got += unframe(buffer)
+        assert got == payloads and buffer == b""
