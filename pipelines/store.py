@@ -247,7 +247,7 @@ class Store:
             query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason != DOWNLOAD_FAILED)
             with self._engine().connect() as conn:
                 self._rejected_paths = {urlsplit(u).path for u in conn.execute(query).scalars()}
-        return urlsplit(url).path in self._rejected_paths
+        return bool(self._rejected_paths) and urlsplit(url).path in self._rejected_paths
 
     def reject(
         self,
