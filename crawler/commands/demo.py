@@ -136,7 +136,8 @@ def summary(engine: Engine, watch: RunWatch, seconds: float) -> str:
             .order_by(func.count().desc(), Reject.reason)
         ).all()
     lines.append("")
-    lines.append(f"The database ({redact(engine.url)}, {runs} runs so far) holds:")
+    plural = "" if runs == 1 else "s"
+    lines.append(f"The database ({redact(engine.url)}, {runs} run{plural} so far) holds:")
     lines.append(
         f"  {articles} articles in {slugs} categories"
         f" ({twice} of them published under two categories)"
