@@ -1,0 +1,255 @@
+"""Post files in a directory tree: find them, place them in a window, decide what to read.
+
+The archive spider (``crawler.spiders.archive``) backfills from a checkout of the site's
+repository (``old_post/``, ``_posts/``) or any directory of post files. Everything here is
+a pure function of the file system and its arguments: no Scrapy, no database (the store's
+file records and stored infoCodes come in as arguments), no parsing of post bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+POST_SUFFIXES = (".md", ".markdown")
+# Directories whose Markdown files are posts even when their names are not (Jekyll's own
+# _posts, and old_post/ where the generator moves posts older than three days).
+POST_DIRS = frozenset({"_posts", "old_post"})
+# Jekyll post names (YYYY-MM-DD-title.md) and the generator's undated "-<id>.md".
+_POST_NAME = re.compile(r"^(?:\d{4}-\d{2}-\d{2}-.+|-.+)\.(?:md|markdown)$")
+_NAME_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-")
+# Saved versions of one repository path: <name>.<commit7>.md (fixtures/corpus).
+_VERSION = re.compile(r"\.[0-9a-f]{7}(?=\.(?:md|markdown)$)")
+_LIVE_DIR = f"{os.sep}_posts{os.sep}"
+
+# Why a file was passed over without an item (stats: finews/skipped/<reason>).
+SUPERSEDED = "superseded"  # another file holds a newer copy of the same post
+OUTSIDE_WINDOW = "outside_window"
+OTHER_CATEGORY = "other_category"
+UNCHANGED = "unchanged"
+NOT_A_POST = "not_a_post"
+# source_files.status of a file whose item was rejected (pipelines.sources.REJECTED).
+_REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class PostFile:
+    """A Markdown file found under the root, as ``lstat`` saw it."""
+
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+    # Named like a post or inside a post directory: if it cannot be read as a post it is
+    # a broken post (a reject), not some other Markdown file (README.md: passed over).
+    named_as_post: bool
+
+    @property
+    def url(self) -> str:
+        return Path(self.path).as_uri()
+
+    @property
+    def name_date(self) -> date | None:
+        return name_date(os.path.basename(self.path))
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A directory or file the walk could not look into."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Tree:
+    """What ``walk`` found: post files in path order, and what it could not read."""
+
+    files: list[PostFile]
+    unreadable: list[Unreadable]
+    symlinks: list[str]  # never followed, never read
+
+
+def name_date(name: str) -> date | None:
+    """The date a post file's name starts with (``2022-04-27-NW….md``), if it is one."""
+    match = _NAME_DATE.match(name)
+    if not match:
+        return None
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def is_post_name(name: str, parents: Iterable[str] = ()) -> bool:
+    return bool(_POST_NAME.match(name)) or any(part in POST_DIRS for part in parents)
+
+
+def post_name(name: str) -> str:
+    """The post a file holds, by name: ``<name>.<commit7>.md`` versions are ``<name>.md``."""
+    return _VERSION.sub("", name)
+
+
+def superseded(files: Iterable[PostFile]) -> set[str]:
+    """Paths of files that hold an older copy of a post another file holds.
+
+    One post is one file name (Jekyll derives the post's URL from it): the same name in
+    ``_posts/`` and ``old_post/``, or saved versions ``<name>.<commit7>.md`` of it. The
+    copy used is the plain name, then the one in ``_posts/`` (the live site's), then the
+    last in path order; the others need not be read. Names differ between an emnews post
+    and an outlet's copy of the same article, so both are read (two categories).
+    """
+    best: dict[str, PostFile] = {}
+    older: set[str] = set()
+    for file in files:
+        key = post_name(os.path.basename(file.path))
+        other = best.get(key)
+        if other is None:
+            best[key] = file
+            continue
+        newer, old = (file, other) if _rank(file) > _rank(other) else (other, file)
+        best[key] = newer
+        older.add(old.path)
+    return older
+
+
+def _rank(file: PostFile) -> tuple[bool, bool, str]:
+    name = os.path.basename(file.path)
+    return (post_name(name) == name, _LIVE_DIR in file.path, file.path)
+
+
+def walk(root: Path) -> Tree:
+    """Every Markdown file under ``root``, sorted by path. Symlinks (to files or to
+    directories) are listed apart and never followed, so nothing outside ``root`` is
+    read; hidden directories (``.git``) are not entered."""
+    tree = Tree(files=[], unreadable=[], symlinks=[])
+    stack: list[tuple[str, tuple[str, ...]]] = [(str(root), ())]
+    while stack:
+        directory, parents = stack.pop()
+        try:
+            # One entry at a time: a list of 100,000 DirEntry objects would cost ~70 MB.
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    _visit(entry, parents, tree, stack)
+        except OSError as exc:
+            tree.unreadable.append(Unreadable(directory, _os_reason("directory", exc)))
+    tree.files.sort(key=lambda f: f.path)
+    tree.symlinks.sort()
+    return tree
+
+
+def _visit(
+    entry: os.DirEntry[str],
+    parents: tuple[str, ...],
+    tree: Tree,
+    stack: list[tuple[str, tuple[str, ...]]],
+) -> None:
+    try:
+        if entry.is_symlink():
+            tree.symlinks.append(entry.path)
+        elif entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith("."):
+                stack.append((entry.path, (*parents, entry.name)))
+        elif entry.name.lower().endswith(POST_SUFFIXES) and entry.is_file(follow_symlinks=False):
+            stat = entry.stat(follow_symlinks=False)
+            named = is_post_name(entry.name, parents)
+            tree.files.append(PostFile(entry.path, stat.st_size, stat.st_mtime_ns, named))
+    except OSError as exc:
+        tree.unreadable.append(Unreadable(entry.path, _os_reason("file", exc)))
+
+
+def _os_reason(what: str, exc: OSError) -> str:
+    return f"cannot read {what}: {exc.strerror or exc}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """``-a since/until`` (inclusive days, Beijing time) and ``-a categories`` (slugs)."""
+
+    since: date | None = None
+    until: date | None = None
+    categories: frozenset[str] | None = None
+
+    @classmethod
+    def parse(
+        cls, since: str | None = None, until: str | None = None, categories: str | None = None
+    ) -> Filters:
+        """From the spider's arguments; ValueError says which one is wrong."""
+        slugs = None
+        if categories is not None and categories.strip():
+            slugs = frozenset(s.strip() for s in categories.split(",") if s.strip())
+        filters = cls(_day("since", since), _day("until", until), slugs)
+        if filters.since and filters.until and filters.since > filters.until:
+            raise ValueError(f"since {filters.since} is after until {filters.until}")
+        return filters
+
+    @property
+    def windowed(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    def in_window(self, day: date) -> bool:
+        return (self.since is None or day >= self.since) and (
+            self.until is None or day <= self.until
+        )
+
+    def skip_by_name(self, file: PostFile) -> str | None:
+        """Why ``file`` need not even be read, judging by its name's date; else None."""
+        if not self.windowed:
+            return None
+        day = file.name_date
+        if day is not None and not self.in_window(day):
+            return OUTSIDE_WINDOW
+        return None
+
+    def skip_by_content(
+        self, name: str, published: date | None, category: str | None
+    ) -> str | None:
+        """Why a parsed post is passed over; else None. A name's date wins over the parsed
+        time; a post with neither goes on (the validate pipeline rejects it)."""
+        day = name_date(name) or published
+        if self.windowed and day is not None and not self.in_window(day):
+            return OUTSIDE_WINDOW
+        if self.categories is not None and category not in self.categories:
+            return OTHER_CATEGORY
+        return None
+
+
+def _day(name: str, value: str | None) -> date | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a day as YYYY-MM-DD, not {value!r}") from None
+
+
+class FileRecord(Protocol):
+    """What the store recorded of a file (``pipelines.sources.FileRecord``)."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    info_code: str | None
+    status: str
+
+
+def still_held(record: FileRecord, stored_codes: Container[str]) -> bool:
+    """True if what the file produced last time is still in the database: its article is
+    stored, or it was rejected (a rejects row says why; ``refresh`` tries it again)."""
+    if record.status == _REJECTED:
+        return True
+    return record.info_code is not None and record.info_code in stored_codes
+
+
+def is_unchanged(file: PostFile, record: FileRecord | None, stored_codes: Container[str]) -> bool:
+    """The cheap skip: same size and mtime as recorded, and its article still stored."""
+    return (
+        record is not None
+        and record.size == file.size
+        and record.mtime_ns == file.mtime_ns
+        and still_held(record, stored_codes)
+    )
