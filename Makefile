@@ -11,6 +11,12 @@ DEMO_DATABASE_URL ?= sqlite:///data/finews.db
 DEMO_POSTS ?= 500
 DEMO_SEED ?= 1
 DEMO_SITE ?= data/demo-site
+# make backfill DIR=clone [SINCE=2022-01-01] [UNTIL=2022-12-31] [CATEGORIES=emnews,...] [REFRESH=1]
+DIR ?=
+SINCE ?=
+UNTIL ?=
+CATEGORIES ?=
+REFRESH ?=
 
 .DEFAULT_GOAL := help
 
@@ -41,6 +47,13 @@ demo: $(STAMP) ## Crawl a local mirror of the bundled articles into data/finews.
 	@$(VENV)/bin/scrapy demo --synthetic $(DEMO_POSTS) --seed $(DEMO_SEED) --site $(DEMO_SITE) \
 		-s FINEWS_DATABASE_URL=$(DEMO_DATABASE_URL)
 
+backfill: $(STAMP) ## Backfill post files under DIR (a clone of the site's repository); see README
+	@test -n "$(DIR)" || { echo "usage: make backfill DIR=path/to/site-repo" \
+		"[SINCE=YYYY-MM-DD] [UNTIL=YYYY-MM-DD] [CATEGORIES=slug,...] [REFRESH=1]" >&2; exit 2; }
+	$(VENV)/bin/scrapy crawl archive -a "path=$(DIR)" $(if $(SINCE),-a "since=$(SINCE)") \
+		$(if $(UNTIL),-a "until=$(UNTIL)") $(if $(CATEGORIES),-a "categories=$(CATEGORIES)") \
+		$(if $(REFRESH),-a "refresh=$(REFRESH)") $(ARGS)
+
 migrate: $(STAMP) ## Upgrade the database at FINEWS_DATABASE_URL to the newest schema
 	$(VENV)/bin/python -m schema.migrate
 
@@ -50,4 +63,8 @@ bench: $(STAMP) ## Run every benchmark and print side-by-side ratios
 bench-extract: $(STAMP) ## Benchmark extraction of post files and rendered pages
 	$(PY) -m tests.bench extract
 
-.PHONY: help install lint test extract crawl demo migrate bench bench-extract
+bench-backfill: $(STAMP) ## Benchmark a backfill of 100,000 synthetic post files (a few minutes)
+	$(PY) -m tests.bench backfill
+
+.PHONY: help install lint test extract crawl demo backfill migrate bench bench-extract \
+	bench-backfill
