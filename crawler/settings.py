@@ -25,6 +25,8 @@ RETRY_ENABLED = True
 RETRY_TIMES = 3
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
 DOWNLOAD_TIMEOUT = 30
+# The spider's errback logs each lost page once, at ERROR, saying what kind of page it was.
+RETRY_GIVE_UP_LOG_LEVEL = "WARNING"
 # AutoThrottle keeps its pace on quick 429/503 answers: this doubles the delay first.
 DOWNLOADER_MIDDLEWARES = {"crawler.middlewares.BackoffMiddleware": 560}  # before Retry (550)
 FINEWS_BACKOFF_DELAY = 1.0

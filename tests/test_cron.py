@@ -198,6 +198,7 @@ def test_errors_over_the_threshold_fail_the_run(tmp_path: Path, sqlite_url: str,
     assert crawl.returncode == FAILED, crawl.stderr[-3000:]
     assert "errors, more than FINEWS_MAX_ERRORS=2" in crawl.verdict
     assert crawl.stats["finews/failed/post"] == 3
+    assert crawl.stats["log_count/ERROR"] == 3, "one error per lost page"
     assert ledger(sqlite_url) == [("finished", "finished", FAILED)]
 
 
@@ -216,3 +217,20 @@ def test_overload_answers_slow_the_crawl_and_it_still_succeeds(
     assert crawl.returncode == OK, crawl.stderr[-3000:]
     assert crawl.stats["finews/backoff"] == 2
     assert crawl.stats["finews/stored"] == len(site.manifest.posts)
+
+
+@pytest.mark.slow
+def test_pages_robots_txt_forbids_are_not_fetched_and_not_errors(
+    tmp_path: Path, sqlite_url: str, site
+):
+    (site.root / "robots.txt").write_text("User-agent: *\nDisallow: /emnews/\n")
+    emnews = [p.path for p in site.manifest.posts if p.category == "emnews"]
+    assert emnews
+    with MirrorServer(site.root) as server:
+        crawl = run_cron(sqlite_url, server.url, tmp_path / "lock")
+        fetched = post_paths(server.paths(None))
+    assert crawl.returncode == OK, crawl.stderr[-3000:]
+    assert not set(emnews) & set(fetched)
+    assert crawl.stats["finews/ignored/post"] == len(emnews)
+    assert "log_count/ERROR" not in crawl.stats
+    assert crawl.stats["finews/stored"] == len(site.manifest.posts) - len(emnews)

@@ -24,6 +24,7 @@ from typing import Any
 
 from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
@@ -131,15 +132,23 @@ class FinewsSpider(Spider):
         return output
 
     def failed(self, failure: Failure) -> None:
-        """A page that could not be fetched, after the retries: gone, or an error."""
+        """A page not fetched, after the retries: gone, refused by robots.txt, or an error.
+
+        Only errors are logged at ERROR, once per page: they count against FINEWS_MAX_ERRORS.
+        """
         request = failure.request  # type: ignore[attr-defined]
         page = request.meta.get("finews_page", "page")
-        status = failure.value.response.status if failure.check(HttpError) else None
+        http = failure.check(HttpError)
+        status = failure.value.response.status if http else None
         detail = f"HTTP {status}" if status else f"{failure.type.__name__}: {failure.value}"
         stats = self.crawler.stats
         if status in GONE:
             stats.inc_value(f"finews/missing/{page}")
             logger.info("No %s page at %s (%s)", page, request.url, detail)
+        elif not http and failure.check(IgnoreRequest):  # robots.txt says no: policy, not error
+            stats.inc_value(f"finews/ignored/{page}")
+            logger.warning("Not fetching the %s page %s: %s", page, request.url, detail)
+            return
         else:
             stats.inc_value(f"finews/failed/{page}")
             logger.error("Could not fetch the %s page %s: %s", page, request.url, detail)
