@@ -63,8 +63,11 @@ bench: $(STAMP) ## Run every benchmark and print side-by-side ratios
 bench-extract: $(STAMP) ## Benchmark extraction of post files and rendered pages
 	$(PY) -m tests.bench extract
 
+bench-crawl: $(STAMP) ## Benchmark the crawl: a bare spider against the full pipeline (nginx)
+	$(PY) -m tests.bench crawl
+
 bench-backfill: $(STAMP) ## Benchmark a backfill of 100,000 synthetic post files (a few minutes)
 	$(PY) -m tests.bench backfill
 
 .PHONY: help install lint test extract crawl demo backfill migrate bench bench-extract \
-	bench-backfill
+	bench-crawl bench-backfill

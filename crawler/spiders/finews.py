@@ -59,6 +59,11 @@ def content_type(response: Response) -> str | None:
 
 class FinewsSpider(Spider):
     name = "finews"
+    custom_settings = {
+        # No record per stored item, and a dropped item's line without the whole item:
+        # its rejects row holds an excerpt.
+        "LOG_FORMATTER": "crawler.logformatter.QuietLogFormatter",
+    }
 
     def __init__(
         self,
