@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export FINEWS_DATABASE_URL ?= sqlite:///data/finews.db
-# make crawl ARGS="-a categories=emnews -s FINEWS_MAX_ERRORS=20" passes them to `scrapy cron`.
+# Extra scrapy arguments: make crawl ARGS="-a categories=emnews -s FINEWS_MAX_ERRORS=20".
 ARGS ?=
 # make demo writes here whatever FINEWS_DATABASE_URL says: never into a real database.
 DEMO_DATABASE_URL ?= sqlite:///data/finews.db
