@@ -34,6 +34,7 @@ pipelines. This module wires them together and counts.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -142,6 +143,9 @@ class ArchiveSpider(Spider):
         self.records = {} if self.refresh else self.store.source_files()
         stored = self.store.stored_codes()
         older = superseded(tree.files)
+        # The tree and the records live as long as the run: spare them the collector's
+        # full passes, which walk every object (~10% of a 100,000-file backfill).
+        gc.freeze()
         for file in tree.files:
             if file.path in older:
                 self.count("finews/duplicates", "finews/duplicates/superseded")
