@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote_from_bytes
 
 POST_SUFFIXES = (".md", ".markdown")
 # Directories whose Markdown files are posts even when their names are not (Jekyll's own
@@ -50,7 +51,8 @@ class PostFile:
 
     @property
     def url(self) -> str:
-        return Path(self.path).as_uri()
+        """``Path(path).as_uri()``, without building a Path (a backfill asks 100,000 times)."""
+        return "file://" + quote_from_bytes(os.fsencode(self.path))
 
     @property
     def name_date(self) -> date | None:
