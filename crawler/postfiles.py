@@ -151,7 +151,11 @@ def _visit(
     stack: list[tuple[str, tuple[str, ...]]],
 ) -> None:
     try:
-        if entry.is_symlink():
+        if not _storable(entry.name):
+            # A name the database cannot hold (not UTF-8): said in a reject, never read.
+            shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
+            tree.unreadable.append(Unreadable(shown, "file name is not UTF-8"))
+        elif entry.is_symlink():
             tree.symlinks.append(entry.path)
         elif entry.is_dir(follow_symlinks=False):
             if not entry.name.startswith("."):
@@ -162,6 +166,14 @@ def _visit(
             tree.files.append(PostFile(entry.path, stat.st_size, stat.st_mtime_ns, named))
     except OSError as exc:
         tree.unreadable.append(Unreadable(entry.path, _os_reason("file", exc)))
+
+
+def _storable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _os_reason(what: str, exc: OSError) -> str:

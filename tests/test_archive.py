@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -379,3 +380,19 @@ def test_superseded_copies_of_one_post():
         "/repo/corpus/2021-12-08-202112082206672930.fe8c3e7.md",
         "/repo/corpus/2021-12-08-202112082206703990.3dd119d.md",  # else the last one
     }
+
+
+def test_a_name_that_is_not_utf8_is_reported_not_read(tmp_path: Path):
+    (tmp_path / "old_post").mkdir()
+    bad = os.fsencode(tmp_path / "old_post") + b"/2022-04-27-\xb2\xe2.md"
+    with open(bad, "wb") as file:
+        file.write(POST)
+    (tmp_path / "old_post" / "2022-04-26-NW202204262361734680.md").write_bytes(POST)
+
+    tree = walk(tmp_path)
+
+    assert [Path(f.path).name for f in tree.files] == ["2022-04-26-NW202204262361734680.md"]
+    (entry,) = tree.unreadable
+    assert entry.reason == "file name is not UTF-8"
+    assert entry.path.endswith("/old_post/2022-04-27-\\xb2\\xe2.md")
+    entry.path.encode("utf-8")  # storable as a reject's URL
