@@ -57,6 +57,9 @@ FINEWS_MAX_ERRORS = 10
 # Seconds to wait for the database before the run gives up (exit status 3).
 FINEWS_DB_CONNECT_TIMEOUT = 10
 
+# Backfills (`scrapy crawl archive`): a progress line this often, so a person can watch.
+FINEWS_PROGRESS_INTERVAL = 2.0
+
 # Scrapy's modern defaults, stated so that upgrades do not change behaviour silently.
 REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
