@@ -65,3 +65,6 @@ REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"
+# Unattended runs (cron, backfills) need no control port open on the machine.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
