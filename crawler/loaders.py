@@ -11,6 +11,7 @@ from typing import Any
 
 from itemloaders import ItemLoader
 from itemloaders.processors import Identity, MapCompose
+from itemloaders.utils import arg_to_iter
 
 from crawler.items import Article
 from crawler.pages.body import Body
@@ -56,6 +57,22 @@ class ArticleLoader(ItemLoader):
 
     def get_output_processor(self, field_name: str) -> Any:
         return self._processor(field_name, "out", self.default_output_processor)
+
+    def add_value(self, field_name: str | None, value: Any, *processors: Any, **kw: Any) -> Any:
+        """ItemLoader.add_value, minus its generic machinery for the plain call.
+
+        The parsers call ``add_value(name, value)`` about twenty times an item; the
+        generic path (extra processors, regexes, loader contexts) costs ~0.1 ms an item
+        that none of our processors needs. Anything else takes the generic path.
+        """
+        if processors or kw or field_name is None:
+            return super().add_value(field_name, value, *processors, **kw)
+        if value is None:
+            return self
+        processed = self.get_input_processor(field_name)(arg_to_iter(value))
+        if processed:
+            self._values.setdefault(field_name, []).extend(arg_to_iter(processed))
+        return self
 
     def add_fallback(self, field_name: str, value: Any) -> None:
         """Add ``value`` only while the field has no value yet: later sources in a

@@ -6,6 +6,7 @@ Side by side in one run: the same post-file extraction with every time parsed by
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -20,15 +21,19 @@ from fixtures.synth import generate
 from tests.golden import CORPUS
 
 SYNTHETIC = 3000
-SECONDS = 4.0
+ROUNDS = 5
 
 
-def _rate(work: Callable[[], int], seconds: float = SECONDS) -> float:
+def _rate(work: Callable[[], int], rounds: int = ROUNDS) -> tuple[float, float]:
+    """(best, median) items/s over ``rounds`` passes: this shared VM's steal time makes
+    single passes swing by ±30% (PERF.md), and the best pass is the least disturbed."""
     work()  # warm caches and imports outside the timing
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        done += work()
-    return done / (time.perf_counter() - started)
+    rates = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        done = work()
+        rates.append(done / (time.perf_counter() - started))
+    return max(rates), statistics.median(rates)
 
 
 def _dateparser_only(value):
@@ -76,11 +81,18 @@ def main() -> None:
         ArticleLoader._processors.clear()
 
     print(f"   inputs: {len(posts)} post files ({len(posts) - SYNTHETIC} real), {len(pages)} pages")
-    print(f"   post files, exact time formats : {post_rate:8.0f} items/s   (target >= 2000)")
-    print(f"   rendered pages                 : {page_rate:8.0f} items/s   (target >= 1000)")
+    print(f"   items/s, best and median of {ROUNDS} passes:")
     print(
-        f"   post files, dateparser only    : {slow_rate:8.0f} items/s   "
-        f"({slow_rate / post_rate:.2f} x the exact-format path)"
+        f"   post files, exact time formats : {post_rate[0]:6.0f}  {post_rate[1]:6.0f}"
+        "   (target >= 2000)"
+    )
+    print(
+        f"   rendered pages                 : {page_rate[0]:6.0f}  {page_rate[1]:6.0f}"
+        "   (target >= 1000)"
+    )
+    print(
+        f"   post files, dateparser only    : {slow_rate[0]:6.0f}  {slow_rate[1]:6.0f}"
+        f"   ({slow_rate[1] / post_rate[1]:.2f} x the exact-format path, medians)"
     )
 
 

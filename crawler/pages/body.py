@@ -79,9 +79,15 @@ def extract_body(nodes: list, base_url: str) -> Body:
     return _BodyReader(base_url).read(nodes)
 
 
+# lxml's HTML parser without its id index: nothing here looks elements up by id.
+HTML_PARSER = lxml.html.HTMLParser(collect_ids=False)
+
+
 def parse_fragment(html: str) -> list:
     """The top-level nodes of an HTML fragment, comments included."""
-    root = lxml.html.document_fromstring(f"<html><body><div>{html}</div></body></html>")
+    root = lxml.html.document_fromstring(
+        f"<html><body><div>{html}</div></body></html>", parser=HTML_PARSER
+    )
     container = root.find("body/div")
     assert container is not None
     return _with_leading_text(container)

@@ -24,7 +24,7 @@ from w3lib.encoding import html_to_unicode
 from crawler.items import Article
 from crawler.loaders import ArticleLoader
 from crawler.pages import ExtractionError
-from crawler.pages.body import extract_body
+from crawler.pages.body import HTML_PARSER, extract_body
 from crawler.processors import SITE_TITLE, clean_text
 
 _SECTION = "//div[contains(concat(' ', normalize-space(@class), ' '), ' wrapper ')]/section"
@@ -41,7 +41,7 @@ def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> A
     """Parse a rendered post page. ``body`` as served; ``headers`` give its charset."""
     text = body if isinstance(body, str) else _decode(body, headers)
     try:
-        root = lxml.html.document_fromstring(text)
+        root = lxml.html.document_fromstring(text, parser=HTML_PARSER)
     except (lxml.etree.ParserError, ValueError) as exc:
         raise ExtractionError(f"not an HTML page: {exc}") from None
     sections = root.xpath(_SECTION)
