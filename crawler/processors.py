@@ -35,6 +35,11 @@ def clean_title(text: str | None) -> str | None:
     return title or None
 
 
+def parse_flag(value: object) -> bool:
+    """A spider argument's yes/no: ``1``, ``true``, ``yes`` and ``on`` mean yes."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 # --- time -------------------------------------------------------------------
 
 # Exact formats first: strptime costs microseconds, dateparser milliseconds (PERF.md).

@@ -16,6 +16,7 @@ from crawler.processors import (
     normalise_info_code,
     outlet_from_backlink,
     outlet_from_tag,
+    parse_flag,
     parse_site_time,
     parse_source_line,
     parse_stock_markup,
@@ -201,3 +202,12 @@ def test_clean_text_trims_cjk_and_nbsp_and_collapses_runs():
     assert clean_text("\u3000 正文\u00a0 第一段\n\t第二句 \u3000") == "正文 第一段 第二句"
     assert clean_title(" &quot;股王&quot; 茅台 ") == '"股王" 茅台'
     assert clean_title("   ") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("true", True), (" Yes ", True), ("on", True), (True, True),
+     ("0", False), ("", False), ("no", False), (False, False), (None, False)],
+)  # fmt: skip
+def test_parse_flag(value, expected):
+    assert parse_flag(value) is expected

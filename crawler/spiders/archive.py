@@ -56,16 +56,12 @@ from crawler.postfiles import (
     walk,
 )
 from crawler.postpool import PostPool, ReadResult, ReadTask
-from crawler.processors import info_code_from_name
+from crawler.processors import info_code_from_name, parse_flag
 
 logger = logging.getLogger(__name__)
 
 DEDUPE = "pipelines.dedupe.DedupePipeline"
 MAX_DEFAULT_WORKERS = 4  # beyond this the crawl process (validate + store) is the limit
-
-
-def truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 class ArchiveSpider(Spider):
@@ -96,7 +92,7 @@ class ArchiveSpider(Spider):
         if not self.root.is_dir():
             raise ValueError(f"path {path!r} is not a directory")
         self.filters = Filters.parse(since, until, categories)
-        self.refresh = truthy(refresh)
+        self.refresh = parse_flag(refresh)
         self.workers = default_workers() if workers in (None, "") else int(workers)
         self.mode = "backfill-refresh" if self.refresh else "backfill"
         self.arguments = {

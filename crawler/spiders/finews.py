@@ -39,6 +39,7 @@ from crawler.pages.site import (
     parse_listing,
     site_root,
 )
+from crawler.processors import parse_flag
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ logger = logging.getLogger(__name__)
 CATEGORY_PRIORITY = 10
 # Statuses that mean "not (or no longer) on the site": posts leave it after three days.
 GONE = (404, 410)
-
-
-def truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def content_type(response: Response) -> str | None:
@@ -75,7 +72,7 @@ class FinewsSpider(Spider):
         super().__init__(**kwargs)
         self.root = site_root(base_url)
         self.only = tuple(s.strip() for s in (categories or "").split(",") if s.strip())
-        self.refresh = truthy(refresh)
+        self.refresh = parse_flag(refresh)
         self.mode = "refresh" if self.refresh else "incremental"
         self.arguments = {
             "base_url": self.root + "/",
