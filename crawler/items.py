@@ -14,8 +14,6 @@ from typing import Any
 
 from itemloaders.processors import Identity, TakeFirst
 
-# Fields without which an item cannot be stored (see ``Article.missing``).
-REQUIRED = ("info_code", "published_at", "title_or_text")
 # The reject reason for a page that could not be fetched: the one reason that says nothing
 # about the page itself, so the next run tries it again (``Store.was_rejected``).
 DOWNLOAD_FAILED = "download failed"

@@ -123,7 +123,6 @@ class _BodyReader:
         self.html_parts: list[str] = []
         self.stocks: dict[tuple[str, str], Stock] = {}
         self.in_kline = False
-        self.seen_text = False
 
     # -- top level ------------------------------------------------------------
     def read(self, nodes: list) -> Body:
@@ -156,7 +155,7 @@ class _BodyReader:
         if _is_hidden(node):
             return True
         tag = node.tag
-        if tag == "blockquote" and not self.seen_text and self.body.digest is None:
+        if tag == "blockquote" and not self.blocks and self.body.digest is None:
             self.body.digest = clean_text(node.text_content()) or None
             return True
         if tag == "p":
@@ -272,7 +271,6 @@ class _BodyReader:
             self.run = []
             if text:
                 self.blocks.append(text)
-                self.seen_text = True
 
     def _image(self, el) -> None:
         src = (el.get("src") or "").strip()

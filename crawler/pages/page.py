@@ -19,11 +19,10 @@ from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 import lxml.html
-from w3lib.encoding import html_to_unicode
 
 from crawler.items import Article
 from crawler.loaders import ArticleLoader
-from crawler.pages import ExtractionError
+from crawler.pages import ExtractionError, content_type_of, decode_html
 from crawler.pages.body import HTML_PARSER, extract_body
 from crawler.processors import SITE_TITLE, clean_text
 
@@ -39,7 +38,7 @@ _POST_PATH = re.compile(r"/(?P<slug>[^/]+)/\d{4}/\d{2}/\d{2}/(?P<name>[^/]+?)\.h
 
 def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> Article:
     """Parse a rendered post page. ``body`` as served; ``headers`` give its charset."""
-    text = body if isinstance(body, str) else _decode(body, headers)
+    text = decode_html(body, content_type_of(headers))
     try:
         root = lxml.html.document_fromstring(text, parser=HTML_PARSER)
     except (lxml.etree.ParserError, ValueError) as exc:
@@ -74,16 +73,6 @@ def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> A
     name = post_path["name"] if post_path else None
     loader.add_info_code(content.source_url, name)
     return loader.load_item()
-
-
-def _decode(body: bytes, headers: Mapping | None) -> str:
-    content_type = None
-    if headers:
-        raw = headers.get(b"Content-Type") or headers.get("Content-Type")
-        if isinstance(raw, list | tuple):
-            raw = raw[0] if raw else None
-        content_type = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-    return html_to_unicode(content_type, body)[1]  # same decoding as Scrapy's response.text
 
 
 def _split_section(section) -> tuple[str | None, str | None, list, str | None]:

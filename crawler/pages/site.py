@@ -25,10 +25,9 @@ from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import lxml.html
-from w3lib.encoding import html_to_unicode
 
 from crawler.items import Article
-from crawler.pages import ExtractionError
+from crawler.pages import ExtractionError, content_type_of, decode_html
 from crawler.pages.page import parse_page
 from crawler.processors import info_code_from_name
 
@@ -180,7 +179,7 @@ def parse_listing(
     body: bytes | str, url: str, root: str, headers: Mapping | None = None
 ) -> Listing:
     """The posts and categories a home or category page links to, on the site only."""
-    text = body if isinstance(body, str) else html_to_unicode(_content_type(headers), body)[1]
+    text = decode_html(body, content_type_of(headers))
     listing = Listing()
     if not text.strip():
         return listing
@@ -206,7 +205,7 @@ def read_post_page(
 ) -> PostPage:
     """A post page's article (``crawler.pages.page.parse_page``) and back-link categories,
     decoding the body once for both. Never raises ExtractionError: it is returned."""
-    text = body if isinstance(body, str) else html_to_unicode(content_type, body)[1]
+    text = decode_html(body, content_type)
     categories = backlink_categories(text, url, root)
     try:
         return PostPage(parse_page(text, url), None, categories)
@@ -226,12 +225,3 @@ def backlink_categories(text: str, url: str, root: str) -> list[str]:
         if slug and slug not in slugs:
             slugs.append(slug)
     return slugs
-
-
-def _content_type(headers: Mapping | None) -> str | None:
-    if not headers:
-        return None
-    raw = headers.get(b"Content-Type") or headers.get("Content-Type")
-    if isinstance(raw, list | tuple):
-        raw = raw[0] if raw else None
-    return raw.decode("latin-1") if isinstance(raw, bytes) else raw

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from crawler.items import DOWNLOAD_FAILED, Article
 from crawler.pagepool import PagePool, default_workers
+from crawler.pages import content_type_of
 from crawler.pages.site import (
     LIVE_SITE,
     PostLink,
@@ -47,11 +48,6 @@ logger = logging.getLogger(__name__)
 CATEGORY_PRIORITY = 10
 # Statuses that mean "not (or no longer) on the site": posts leave it after three days.
 GONE = (404, 410)
-
-
-def content_type(response: Response) -> str | None:
-    raw = response.headers.get(b"Content-Type")
-    return raw.decode("latin-1") if raw else None
 
 
 class FinewsSpider(Spider):
@@ -125,7 +121,7 @@ class FinewsSpider(Spider):
     async def parse_post(self, response: Response) -> list[Article | Request]:
         # A list, not an async generator: Scrapy then takes its cheaper synchronous path.
         self._count_page("post")
-        page = await self.pages.read(response.body, response.url, content_type(response))
+        page = await self.pages.read(response.body, response.url, content_type_of(response.headers))
         if page.article is None:
             self.store.reject(response.url, page.error, excerpt=response.text[:300])
         output: list[Article | Request] = [page.article] if page.article else []
@@ -201,4 +197,3 @@ class FinewsSpider(Spider):
     def _count_page(self, page: str) -> None:
         self.crawler.stats.inc_value("finews/pages")
         self.crawler.stats.inc_value(f"finews/pages/{page}")
-
