@@ -1,17 +1,26 @@
-"""Downloader middleware: back off when the site says it is overloaded (429 / 503).
+"""Downloader middlewares: back off when the site is overloaded; read post pages early.
 
-AutoThrottle only ever raises the delay by the latency it measures, and a quick 429 or
+``BackoffMiddleware``: AutoThrottle only ever raises the delay by the latency it measures, and a quick 429 or
 503 has a small latency, so it would keep the pace. Here such a response at least
 doubles the download slot's delay (from FINEWS_BACKOFF_DELAY, and at least the
 ``Retry-After`` seconds the server asks for), capped at FINEWS_BACKOFF_MAX_DELAY;
 RetryMiddleware then retries the request at that slower pace, and AutoThrottle brings
 the delay back down as normal responses return.
+
+``ReadPostPages``: a post page (``request.meta["finews_page"] == "post"``) answered 2xx is
+read by the spider's page pool (``crawler.pagepool``, worker processes) before the
+response leaves the downloader, and the result waits in ``request.meta[READ]`` for the
+callback. Awaiting the pool here costs the crawl process less than an ``async def``
+callback, which Scrapy wraps in a task and two Deferreds per page (measured: ~0.07 ms
+a page, about 8% of a crawl's speed on this machine).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+
+from crawler.pages import content_type_of
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -21,6 +30,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKOFF_STATUSES = (429, 503)
+# Where ReadPostPages leaves a post page's PostPage (or the exception its reading raised).
+READ = "finews_read"
 
 
 def retry_after_seconds(value: bytes | str | None) -> float:
@@ -63,4 +74,28 @@ class BackoffMiddleware:
                 "%s answered %d: waiting %.1f s between requests", request.url,
                 response.status, slot.delay,
             )  # fmt: skip
+        return response
+
+
+class ReadPostPages:
+    """Reads 2xx post pages with ``crawler.spider.pages`` (a ``PagePool``), if it has one."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ReadPostPages:
+        return cls(crawler)
+
+    async def process_response(self, request: Request, response: Response) -> Response:
+        if request.meta.get("finews_page") != "post" or not 200 <= response.status < 300:
+            return response
+        pages = getattr(self.crawler.spider, "pages", None)
+        if pages is None:
+            return response
+        try:
+            read = await pages.read(response.body, response.url, content_type_of(response.headers))
+        except Exception as exc:  # a parser bug: raised again in the callback, as before
+            read = exc
+        request.meta[READ] = read
         return response

@@ -28,7 +28,12 @@ DOWNLOAD_TIMEOUT = 30
 # The spider's errback logs each lost page once, at ERROR, saying what kind of page it was.
 RETRY_GIVE_UP_LOG_LEVEL = "WARNING"
 # AutoThrottle keeps its pace on quick 429/503 answers: this doubles the delay first.
-DOWNLOADER_MIDDLEWARES = {"crawler.middlewares.BackoffMiddleware": 560}  # before Retry (550)
+# Post pages are read in worker processes before their callback (FINEWS_PAGE_WORKERS), as
+# the last step on the way out of the downloader: after decompression and redirects.
+DOWNLOADER_MIDDLEWARES = {
+    "crawler.middlewares.BackoffMiddleware": 560,  # before Retry (550)
+    "crawler.middlewares.ReadPostPages": 20,
+}
 FINEWS_BACKOFF_DELAY = 1.0
 FINEWS_BACKOFF_MAX_DELAY = 60.0
 # One item at a time per response keeps the reactor responsive (PERF.md: +45% pages/s).
@@ -45,6 +50,11 @@ FINEWS_STORE_BATCH_SIZE = 500
 FINEWS_STORE_FLUSH_SECONDS = 5.0
 # An outdated schema stops the run with "run make migrate"; True migrates it instead.
 FINEWS_AUTO_MIGRATE = False
+
+# Python's garbage collector, tuned while a spider runs (crawler.extensions.gctuning):
+# start-up objects frozen, a young collection every this many allocations instead of 700.
+EXTENSIONS = {"crawler.extensions.gctuning.GcTuning": 0}
+FINEWS_GC_THRESHOLD = 20_000
 
 # Post pages are parsed in this many worker processes: Scrapy keeps the crawl process's core
 # busy (PERF.md). None: one when the machine has a second core; 0 parses in the crawl process.

@@ -24,6 +24,7 @@ process, with a warning: it steals CPU from the crawl (shared/PERF.md) and lower
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from crawler import settings as project_settings
 from crawler.pages.site import category_url
 from fixtures.server import MirrorSite, synthetic_files
 
@@ -155,7 +157,9 @@ class Run:
 def crawl(work: Path, kind: str, base_url: str, pages: int, n: int = 0) -> Run:
     """One crawl's rate and CPU cost, from Scrapy's own stats; checks it fetched them all."""
     settings = [arg for key, value in OVERRIDES.items() for arg in ("-s", f"{key}={value}")]
-    settings += ["-s", 'EXTENSIONS={"tests.bench_crawl.CpuTime": 0}']
+    # The project's extensions (both crawls get them) plus the CPU clock.
+    extensions = {**project_settings.EXTENSIONS, "tests.bench_crawl.CpuTime": 0}
+    settings += ["-s", f"EXTENSIONS={json.dumps(extensions)}"]
     if kind == "bare":
         command = ["runspider", str(work / "bare.py"), "-a", f"urls={work / 'urls.txt'}"]
     else:

@@ -12,7 +12,8 @@ Arguments (``-a name=value``):
   category gets that category link without a download.
 
 What a link is and where it points is decided in ``crawler.pages.site``; a post page
-becomes an item in ``crawler.pages.page``, read in a worker process (``crawler.pagepool``).
+becomes an item in ``crawler.pages.page``, read in a worker process (``crawler.pagepool``)
+by the downloader middleware ``crawler.middlewares.ReadPostPages`` before the callback.
 This module only decides what to fetch.
 """
 
@@ -30,6 +31,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawler.items import DOWNLOAD_FAILED, Article
+from crawler.middlewares import READ
 from crawler.pagepool import PagePool, default_workers
 from crawler.pages import content_type_of
 from crawler.pages.site import (
@@ -38,6 +40,7 @@ from crawler.pages.site import (
     category_url,
     home_url,
     parse_listing,
+    read_post_page,
     site_root,
 )
 from crawler.processors import parse_flag
@@ -118,10 +121,16 @@ class FinewsSpider(Spider):
         for post in listing.posts:
             yield from self._post(post)
 
-    async def parse_post(self, response: Response) -> list[Article | Request]:
-        # A list, not an async generator: Scrapy then takes its cheaper synchronous path.
+    def parse_post(self, response: Response) -> list[Article | Request]:
+        # Read already, in a worker, by crawler.middlewares.ReadPostPages; else read here.
         self._count_page("post")
-        page = await self.pages.read(response.body, response.url, content_type_of(response.headers))
+        page = response.meta.pop(READ, None)
+        if page is None:
+            page = read_post_page(
+                response.body, response.url, self.root, content_type_of(response.headers)
+            )
+        elif isinstance(page, BaseException):
+            raise page
         if page.article is None:
             self.store.reject(response.url, page.error, excerpt=response.text[:300])
         output: list[Article | Request] = [page.article] if page.article else []
