@@ -1,11 +1,11 @@
 """Downloader middlewares: back off when the site is overloaded; read post pages early.
 
-``BackoffMiddleware``: AutoThrottle only ever raises the delay by the latency it measures, and a quick 429 or
-503 has a small latency, so it would keep the pace. Here such a response at least
-doubles the download slot's delay (from FINEWS_BACKOFF_DELAY, and at least the
-``Retry-After`` seconds the server asks for), capped at FINEWS_BACKOFF_MAX_DELAY;
-RetryMiddleware then retries the request at that slower pace, and AutoThrottle brings
-the delay back down as normal responses return.
+``BackoffMiddleware``: AutoThrottle only ever raises the delay by the latency it
+measures, and a quick 429 or 503 has a small latency, so it would keep the pace. Here
+such a response at least doubles the download slot's delay (from FINEWS_BACKOFF_DELAY,
+and at least the ``Retry-After`` seconds the server asks for), capped at
+FINEWS_BACKOFF_MAX_DELAY; RetryMiddleware then retries the request at that slower pace,
+and AutoThrottle brings the delay back down as normal responses return.
 
 ``ReadPostPages``: a post page (``request.meta["finews_page"] == "post"``) answered 2xx is
 read by the spider's page pool (``crawler.pagepool``, worker processes) before the
