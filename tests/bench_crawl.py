@@ -1,17 +1,19 @@
 """Crawl throughput: a bare Scrapy spider against the full ``finews`` pipeline, side by side.
 
 One synthetic mirror (FINEWS_BENCH_POSTS posts, default 5,000, in 50 categories) is served
-by a fast static server, then crawled in alternating runs (FINEWS_BENCH_REPEATS pairs):
+by a fast static server, then crawled in alternating runs (FINEWS_BENCH_REPEATS rounds):
 
 - **bare**: a spider that requests the same URLs (robots.txt, home, every category page
   and every post page) and does nothing with the responses;
 - **full**: ``scrapy crawl finews`` with extraction, validation, dedupe and storage into a
-  fresh SQLite file.
+  fresh SQLite file;
+- **no article writes** (diagnostic): the same crawl with the storage pipeline left out,
+  so the difference to **full** is what writing the articles costs.
 
 Both run with the project's settings and the same overrides (AutoThrottle off, 32
 concurrent requests: the point is the ceiling, not politeness). The figure is pages per
 second over the spider's lifetime (Scrapy's ``elapsed_time_seconds``); the median of the
-pairs' ratios is the pipeline's cost (target: full >= 0.85 x bare). CPU milliseconds per
+rounds' ratios is the pipeline's cost (target: full >= 0.85 x bare). CPU milliseconds per
 page of the crawl process itself are printed too: they drift less than rates when the
 machine is shared (page workers, when enabled, are not counted there).
 
@@ -128,22 +130,34 @@ def main() -> None:
             (work / "bare.py").write_text(BARE_SPIDER)
             bare: list[Run] = []
             full: list[Run] = []
+            unwritten: list[Run] = []
             for n in range(REPEATS):
                 bare.append(crawl(work, "bare", base_url, len(urls)))
+                unwritten.append(crawl(work, "unwritten", base_url, len(urls), n))
                 full.append(crawl(work, "full", base_url, len(urls), n))
                 print(
-                    f"   pair {n + 1}: bare {bare[-1].rate:5.0f} pages/s ({bare[-1].cpu:.2f} ms "
-                    f"CPU/page)   full {full[-1].rate:5.0f} pages/s ({full[-1].cpu:.2f} ms "
-                    f"CPU/page)   ratio {full[-1].rate / bare[-1].rate:.2f}",
+                    f"   round {n + 1}: bare {bare[-1].rate:5.0f} pages/s ({bare[-1].cpu:.2f} ms "
+                    f"CPU/page)   no article writes {unwritten[-1].rate:5.0f} "
+                    f"({unwritten[-1].cpu:.2f})   full {full[-1].rate:5.0f} ({full[-1].cpu:.2f})"
+                    f"   ratio {full[-1].rate / bare[-1].rate:.2f}",
                     flush=True,
                 )
         ratio = statistics.median(f.rate / b.rate for f, b in zip(full, bare, strict=True))
+        unwritten_ratio = statistics.median(
+            u.rate / b.rate for u, b in zip(unwritten, bare, strict=True)
+        )
         verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
-        for name, runs in (("bare Scrapy spider    ", bare), ("full pipeline (SQLite)", full)):
+        for name, runs in (
+            ("bare Scrapy spider    ", bare),
+            ("no article writes     ", unwritten),
+            ("full pipeline (SQLite)", full),
+        ):
             rate = statistics.median(r.rate for r in runs)
             cpu = statistics.median(r.cpu for r in runs)
             print(f"   {name} : {rate:6.0f} pages/s, {cpu:.2f} ms CPU/page in the crawl process")
-        print(f"   ratio full / bare      : {ratio:6.2f}   (median of {REPEATS} pairs; "
+        print(f"   no article writes / bare: {unwritten_ratio:4.2f}   (what extraction, validation "
+              "and Scrapy's item handling leave)")  # fmt: skip
+        print(f"   ratio full / bare      : {ratio:6.2f}   (median of {REPEATS} rounds; "
               f"target >= {TARGET}: {verdict})")  # fmt: skip
         print(f"   served by              : {server_name}")
 
@@ -163,9 +177,13 @@ def crawl(work: Path, kind: str, base_url: str, pages: int, n: int = 0) -> Run:
     if kind == "bare":
         command = ["runspider", str(work / "bare.py"), "-a", f"urls={work / 'urls.txt'}"]
     else:
-        database = work / f"full-{n}.db"
+        database = work / f"{kind}-{n}.db"
         command = ["crawl", "finews", "-a", f"base_url={base_url}",
                    "-s", f"FINEWS_DATABASE_URL=sqlite:///{database}"]  # fmt: skip
+        if kind == "unwritten":
+            pipelines = {k: v for k, v in project_settings.ITEM_PIPELINES.items()
+                         if k != "pipelines.store.StorePipeline"}  # fmt: skip
+            command += ["-s", f"ITEM_PIPELINES={json.dumps(pipelines)}"]
     result = subprocess.run(
         [sys.executable, "-m", "scrapy", *command, *settings],
         cwd=ROOT,
