@@ -265,4 +265,3 @@ def main() -> None:
     outgoing = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print() must not corrupt the results stream
     serve(sys.stdin.buffer, outgoing)
-

@@ -60,7 +60,7 @@ OVERRIDES = {
 _STAT = re.compile(r"'([\w/.\-]+)': ([\d.]+)[,}]")
 
 # The bare spider: the same requests, nothing done with the responses.
-BARE_SPIDER = '''
+BARE_SPIDER = """
 from pathlib import Path
 from scrapy import Request, Spider
 
@@ -79,7 +79,7 @@ class BareSpider(Spider):
 
     def parse(self, response):
         pass
-'''
+"""
 
 
 class CpuTime:

@@ -72,9 +72,7 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run_cron(
-    db_url: str, base_url: str, lock: Path, *args: str, timeout: float = 300
-) -> Crawl:
+def run_cron(db_url: str, base_url: str, lock: Path, *args: str, timeout: float = 300) -> Crawl:
     started = time.monotonic()
     result = subprocess.run(
         cron_command(db_url, base_url, lock, *args),

@@ -194,9 +194,7 @@ def test_refresh_fetches_every_post_again_and_changes_nothing(tmp_path: Path, sq
         server.clear()
         again = run_cron(sqlite_url, server.url, lock, "-a", "refresh=1")
         assert again.returncode == 0, again.stderr[-3000:]
-        assert sorted(post_paths(server.paths(None))) == sorted(
-            p.path for p in site.manifest.posts
-        )
+        assert sorted(post_paths(server.paths(None))) == sorted(p.path for p in site.manifest.posts)
         assert table_rows(sqlite_url, *DATA_TABLES) == before
     assert runs(sqlite_url)[-1].mode == "refresh"
 
@@ -206,7 +204,9 @@ def test_only_the_named_categories(tmp_path: Path, sqlite_url: str):
     site.build()
     wanted = ["zhengquanribaowang", "21shijijingjibaodao 21caijingAPP"]
     with MirrorServer(site.root) as server:
-        crawl = run_cron(sqlite_url, server.url, tmp_path / "lock", "-a", f"categories={','.join(wanted)}")  # noqa: E501
+        crawl = run_cron(
+            sqlite_url, server.url, tmp_path / "lock", "-a", f"categories={','.join(wanted)}"
+        )
         assert crawl.returncode == 0, crawl.stderr[-3000:]
         fetched = server.paths(None)
     expected_posts = {p.path for p in site.manifest.posts if p.category in wanted}

@@ -36,7 +36,7 @@ def test_the_og_description_trap_is_present_and_text_appears_once(html):
 
 
 def test_the_header_h1_is_not_the_title(html):
-    assert "<h1><a href=\"https://finews.withounder.com/\">金融消息</a></h1>" in html
+    assert '<h1><a href="https://finews.withounder.com/">金融消息</a></h1>' in html
     assert parse_page(html.encode(), URL).title.startswith("光大银行联合美团")
 
 

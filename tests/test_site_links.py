@@ -51,7 +51,10 @@ def test_site_root_refuses_what_is_not_a_web_site(base_url):
         ("http://finews.withounder.com/emnews/", MIRROR + "/emnews/"),
         ("//finews.zning.me/emnews/", MIRROR + "/emnews/"),
         ("//FINEWS.ZNING.ME/emnews/", MIRROR + "/emnews/"),
-        ("/zhengquanribaowang/2022/04/27/NW1.html", MIRROR + "/zhengquanribaowang/2022/04/27/NW1.html"),  # noqa: E501
+        (
+            "/zhengquanribaowang/2022/04/27/NW1.html",
+            MIRROR + "/zhengquanribaowang/2022/04/27/NW1.html",
+        ),
         ("http://127.0.0.1:8123/category/x.html", MIRROR + "/category/x.html"),
         # Off the site: Eastmoney, images, the NewsShare host, other schemes.
         ("http://quote.eastmoney.com/unify/r/1.600160", None),
@@ -132,8 +135,14 @@ def test_category_of_link(href, slug):
     ("slug", "url"),
     [
         ("emnews", MIRROR + "/category/emnews.html"),
-        ("21shijijingjibaodao 21caijingAPP", MIRROR + "/category/21shijijingjibaodao%2021caijingAPP.html"),  # noqa: E501
-        ("anxinguojizhengquan(xianggang)", MIRROR + "/category/anxinguojizhengquan%28xianggang%29.html"),  # noqa: E501
+        (
+            "21shijijingjibaodao 21caijingAPP",
+            MIRROR + "/category/21shijijingjibaodao%2021caijingAPP.html",
+        ),
+        (
+            "anxinguojizhengquan(xianggang)",
+            MIRROR + "/category/anxinguojizhengquan%28xianggang%29.html",
+        ),
         ("TechWeb", MIRROR + "/category/TechWeb.html"),
     ],
 )

@@ -151,7 +151,9 @@ TRAITS = {
     ),
     "em_stock_key_common span": lambda p, t: '<span web="1" href="' in t,
     "board span": lambda p, t: re.search(r'<span id="bk_90\.BK\d{4}"><a [^>]*class="keytip"', t),
-    "data keyword span": lambda p, t: '<span id="Info.3321"><a href="http://data.eastmoney.com/bbsj/" class="infokey">' in t,  # noqa: E501
+    "data keyword span": lambda p, t: (
+        '<span id="Info.3321"><a href="http://data.eastmoney.com/bbsj/" class="infokey">' in t
+    ),
     "bare data-code anchor": lambda p, t: re.search(
         r'<a class="em_stock_key_common" href="http://quote\.eastmoney\.com/unify/r/0\.(\d{6})" '
         r'data-code="\1">',
