@@ -5,7 +5,8 @@ Scrapy's own work on a page (about 2 ms here) keeps the crawl process's core bus
 crawl's speed (shared/PERF.md). With FINEWS_PAGE_WORKERS >= 1, pages are read
 (``crawler.pages.site.read_post_page``) in that many worker processes on the other cores;
 the crawl process only pickles the bytes out and the answers in, ~0.1 ms a page.
-FINEWS_PAGE_WORKERS = 0, or a one-core machine, reads pages in the crawl process.
+FINEWS_PAGE_WORKERS = 0, or a one-core machine, reads pages in the crawl process. In a
+crawl, the downloader middleware ``crawler.middlewares.ReadPostPages`` calls ``read``.
 
 No threads, and the crawl process never blocks on a worker: each worker has a pipe whose
 crawl-side end is non-blocking, written when the event loop says it is writable and read
