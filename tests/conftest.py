@@ -124,6 +124,18 @@ def empty_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'db' / 'finews.db'}"
 
 
+def add_foreign_table(url: str) -> None:
+    """Make ``url`` a database of another application: one table that is not ours."""
+    from schema.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
+    finally:
+        engine.dispose()
+
+
 # -- both ---------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from schema.db import make_engine, redact
 from schema.migrate import SchemaOutdated
 from schema.models import Article, ArticleCategory, Category, CrawlRun, Reject, StockMention
 from schema.types import BEIJING
-from tests.conftest import make_article
+from tests.conftest import add_foreign_table, make_article
 
 CODE = "NW202204272361734680"
 EMNEWS = "NW202205262391921712"
@@ -444,12 +444,7 @@ def test_creates_the_schema_in_a_blank_database(empty_db_url):
 
 
 def test_refuses_a_database_that_holds_other_tables(empty_db_url):
-    engine = make_engine(empty_db_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
-    finally:
-        engine.dispose()
+    add_foreign_table(empty_db_url)
     with pytest.raises(SchemaOutdated, match=r"never migrated\): run `make migrate`"):
         Store(empty_db_url).open("storage-test")
 

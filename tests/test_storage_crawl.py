@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schema.db import make_engine
 from schema.models import Article, ArticleCategory, CrawlRun, Reject
+from tests.conftest import add_foreign_table
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -142,12 +143,7 @@ def test_a_crawl_that_fails_to_start_still_closes_its_run(tmp_path, sqlite_url):
 
 
 def test_a_crawl_refuses_a_database_it_did_not_create(tmp_path, empty_sqlite_url):
-    engine = make_engine(empty_sqlite_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)"))
-    finally:
-        engine.dispose()
+    add_foreign_table(empty_sqlite_url)
     result = crawl(tmp_path, empty_sqlite_url, "ok")
 
     assert "has no finews schema (never migrated): run `make migrate`" in result.stderr
