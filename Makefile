@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
-lint: $(STAMP) ## Run ruff
+lint: $(STAMP) ## Run ruff: the checks, and the formatting
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP) lint ## Lint, then run the whole test suite (needs PostgreSQL; see README)
 	$(VENV)/bin/pytest

@@ -8,31 +8,35 @@ the crawl process only pickles the bytes out and the answers in, ~0.1 ms a page.
 FINEWS_PAGE_WORKERS = 0, or a one-core machine, reads pages in the crawl process. In a
 crawl, the downloader middleware ``crawler.middlewares.ReadPostPages`` calls ``read``.
 
-No threads, and the crawl process never blocks on a worker: each worker has a pipe whose
-crawl-side end is non-blocking, written when the event loop says it is writable and read
-when it is readable. Pages go in batches: whatever queued while the crawl process was busy
-goes out as one message (at most ``BATCH`` pages), so a busy crawl pays one round trip for
-many pages and an idle one waits for none. A worker holds at most ``IN_FLIGHT`` batches,
-so it always has the next one at hand.
+No threads, and the crawl process never blocks on a worker: each worker's stdin and stdout
+are pipes whose crawl-side ends are non-blocking, written when the event loop says they
+are writable and read when they are readable. Pages go in batches: whatever queued while
+the crawl process was busy goes out as one message (at most ``BATCH`` pages), so a busy
+crawl pays one round trip for many pages and an idle one waits for none. A worker holds
+at most ``IN_FLIGHT`` batches, so it always has the next one at hand.
 
-Workers start with the "spawn" method (nothing of the crawl's state is copied), ignore
-Ctrl-C and exit when their pipe closes: at close, or when the crawl process dies. If a
-worker dies, what it held and every later page is read by the others, or in the crawl
-process when none is left, and the crawl goes on.
+Workers are new interpreters (``python -c``: nothing of the crawl's state is copied, a
+script without a ``__main__`` guard is not run again, and Scrapy is not loaded, so one
+boots in ~0.1 s). ``launch`` starts them as soon as the spider exists, so they are ready
+before the first post page arrives; ``start`` connects them to the event loop when the
+spider opens. They ignore Ctrl-C and exit when their stdin closes: at close, or when the
+crawl process dies. If a worker dies, what it held and every later page is read by the
+others, or in the crawl process when none is left, and the crawl goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
 import struct
+import subprocess
+import sys
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from crawler.pages.site import PostPage, read_post_page
@@ -53,15 +57,28 @@ def default_workers() -> int:
     return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
-def work(conn: Connection, root: str) -> None:
-    """A worker's life: read batches of jobs, answer each batch with a list of PostPages."""
+# A worker: Scrapy is not needed there (itemadapter would import it if it could).
+_BOOT = "import sys; sys.modules.setdefault('scrapy', None); import crawler.pagepool as p; p.main()"
+
+
+def main() -> None:
+    """A worker's life (``python -c _BOOT root``): read batches of jobs on stdin, answer
+    each batch with a list of PostPages on stdout, until stdin ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the crawl process decides when to stop
+    root = sys.argv[1]
+    source = sys.stdin.buffer
+    answers = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # whatever prints goes to stderr, never into the answers
     while True:
         try:
-            jobs: list[Job] = pickle.loads(conn.recv_bytes())
+            jobs: list[Job] = pickle.loads(read_frame(source))
         except (EOFError, OSError):
             return
-        conn.send_bytes(pickle.dumps([_answer(job, root) for job in jobs], protocol=_PROTOCOL))
+        message = frame(pickle.dumps([_answer(job, root) for job in jobs], protocol=_PROTOCOL))
+        try:
+            answers.write(message)  # a blocking pipe: all of it, or an error
+        except OSError:
+            return
 
 
 def _answer(job: Job, root: str) -> Any:
@@ -77,6 +94,21 @@ def frame(payload: bytes) -> bytes:
     if len(payload) > 0x7FFFFFFF:
         return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
     return struct.pack("!i", len(payload)) + payload
+
+
+def read_frame(source: Any) -> bytes:
+    """One frame's payload from a blocking binary stream; EOFError at its end."""
+
+    def exactly(size: int) -> bytes:
+        data = source.read(size)
+        if len(data) < size:
+            raise EOFError("the stream ended")
+        return data
+
+    (size,) = struct.unpack("!i", exactly(4))
+    if size == -1:
+        (size,) = struct.unpack("!Q", exactly(8))
+    return exactly(size)
 
 
 def unframe(buffer: bytearray) -> list[bytes]:
@@ -99,16 +131,27 @@ def unframe(buffer: bytearray) -> list[bytes]:
 
 @dataclass(eq=False)
 class _Worker:
-    process: Any
-    conn: Connection
+    process: subprocess.Popen[bytes]
+    name: str
     sent: deque[list[Waiting]] = field(default_factory=deque)  # batches, in pipe order
     outgoing: bytearray = field(default_factory=bytearray)
     incoming: bytearray = field(default_factory=bytearray)
     writing: bool = False
 
     @property
-    def fd(self) -> int:
-        return self.conn.fileno()
+    def fd(self) -> int:  # where its jobs go: its stdin
+        assert self.process.stdin is not None
+        return self.process.stdin.fileno()
+
+    @property
+    def answers(self) -> int:  # where its answers come from: its stdout
+        assert self.process.stdout is not None
+        return self.process.stdout.fileno()
+
+    def close_pipes(self) -> None:
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 class PagePool:
@@ -120,27 +163,46 @@ class PagePool:
         self._workers: list[_Worker] = []
         self._waiting: deque[Waiting] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._launched = False
         self.inline = 0  # pages read in the crawl process after the workers failed
 
-    def start(self) -> None:
-        """Start the workers (they boot while the first listing pages download)."""
-        if self.size == 0 or self._workers:
+    def launch(self) -> None:
+        """Start the worker processes; they boot while the crawl gets ready."""
+        if self.size == 0 or self._launched:
             return
-        self._loop = asyncio.get_event_loop()
-        context = multiprocessing.get_context("spawn")
+        self._launched = True
+        # The project on the path even when it is not installed (a plain checkout).
+        root = str(Path(__file__).resolve().parent.parent)
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         for n in range(self.size):
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=work, args=(theirs, self.root), name=f"finews-page-{n}", daemon=True
-            )
-            process.start()
-            theirs.close()
-            worker = _Worker(process, ours)
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT, self.root],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env={**os.environ, "PYTHONPATH": path},
+                    bufsize=0,
+                )
+            except OSError as exc:
+                logger.warning("Could not start a page worker (%s): reading pages here", exc)
+                break
+            worker = _Worker(process, f"finews-page-{n}")
             os.set_blocking(worker.fd, False)
+            os.set_blocking(worker.answers, False)
             self._workers.append(worker)
-            self._loop.add_reader(worker.fd, self._readable, worker)
+
+    def start(self) -> None:
+        """Connect the workers to the running event loop (launching them if need be)."""
+        if self.size == 0 or self._loop is not None:
+            return
+        self.launch()
+        self._loop = asyncio.get_event_loop()
+        for worker in self._workers:
+            self._loop.add_reader(worker.answers, self._readable, worker)
 
     async def read(self, body: bytes, url: str, content_type: str | None) -> PostPage:
+        if self._loop is None:
+            self.start()
         if not self._workers:
             return read_post_page(body, url, self.root, content_type)
         assert self._loop is not None
@@ -193,7 +255,7 @@ class PagePool:
     def _readable(self, worker: _Worker) -> None:
         try:
             while True:
-                data = os.read(worker.fd, _READ_SIZE)
+                data = os.read(worker.answers, _READ_SIZE)
                 if not data:
                     self._retire(worker, "it exited")
                     return
@@ -215,17 +277,17 @@ class PagePool:
             return
         self._workers.remove(worker)
         if self._loop is not None:
-            self._loop.remove_reader(worker.fd)
+            self._loop.remove_reader(worker.answers)
             if worker.writing:
                 self._loop.remove_writer(worker.fd)
-        worker.conn.close()
-        worker.process.join(timeout=2)
-        if worker.process.is_alive():
+        worker.close_pipes()
+        try:
+            worker.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
             worker.process.kill()
+            worker.process.wait(timeout=5)
         if why != "closing":
-            logger.warning(
-                "Page worker %s stopped (%s): its pages go elsewhere", worker.process.name, why
-            )
+            logger.warning("Page worker %s stopped (%s): its pages go elsewhere", worker.name, why)
         # What it held goes first, in order, to whoever reads next.
         held = [waiting for batch in worker.sent for waiting in batch]
         self._waiting.extendleft(reversed(held))

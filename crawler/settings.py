@@ -48,6 +48,10 @@ ITEM_PIPELINES = {
 FINEWS_STORE_BATCH_SIZE = 500
 # A slow trickle of items still reaches the database within this many seconds.
 FINEWS_STORE_FLUSH_SECONDS = 5.0
+# Batches are written by a writer process (pipelines.writer), so the crawl process does not
+# spend ~0.1 ms a page on SQL: True, False (write in the crawl process), or None: a writer
+# process when the machine has a second core.
+FINEWS_STORE_WRITER = None
 # An outdated schema stops the run with "run make migrate"; True migrates it instead.
 FINEWS_AUTO_MIGRATE = False
 

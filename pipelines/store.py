@@ -10,7 +10,11 @@
 - ``reject(url, reason, ...)``: record something that could not be stored (a download
   error, an unreadable file) in ``rejects``, with a stats counter;
 - ``add(article)`` / ``add_link(...)``: queue writes; batches flush on size, on time and
-  at close, and a failed batch is retried item by item so one bad row costs one reject;
+  at close, and a failed batch is retried item by item so one bad row costs one reject.
+  Batches are written by a writer (``pipelines.writer``): in a writer process when
+  ``writer="process"`` (FINEWS_STORE_WRITER, the crawl's default on a machine with a
+  second core), else at once in this process. Either way ``finish`` waits for every
+  batch before it closes the run's ledger row;
 - ``source_files()`` / ``track_file(url, row)`` / ``release_file(url)``: the backfill's file
   ledger (``pipelines.sources``). A tracked file is recorded in the same transaction as
   the article or reject its item becomes, so a killed run never records a file whose
@@ -23,9 +27,9 @@ saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,12 +40,22 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.items import DOWNLOAD_FAILED, Article
+from crawler.processors import parse_flag
 from pipelines import ledger, sources
-from pipelines.upsert import ARTICLES, LINKS, Link, Outcome, write_batch
+from pipelines.upsert import ARTICLES, LINKS, Link, Outcome
+from pipelines.writer import (
+    EXCERPT_CHARS,
+    Batch,
+    LocalWriter,
+    ProcessWriter,
+    Report,
+    describe_error,
+    excerpt_of,
+    now,
+)
 from schema.db import database_url, make_engine, redact
 from schema.migrate import is_blank, require_current, upgrade
 from schema.models import Reject
-from schema.types import BEIJING
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -49,28 +63,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REJECTS = Reject.__table__
-EXCERPT_CHARS = 300
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_SECONDS = 5.0
-
-
-def now() -> datetime:
-    return datetime.now(BEIJING)
-
-
-def excerpt_of(article: Article) -> str | None:
-    """A few hundred characters a person can recognise the article by."""
-    for text in (article.title, article.digest, *article.paragraphs[:1], article.body_html):
-        if text and text.strip():
-            return text.strip()[:EXCERPT_CHARS]
-    return None
-
-
-def describe_error(exc: BaseException) -> str:
-    """The database's own message, first line, without the SQL and its parameters."""
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines() or [""]
-    return f"{type(original).__name__}: {lines[0]}"
+__all__ = ["EXCERPT_CHARS", "Store", "StorePipeline", "describe_error", "excerpt_of", "now"]
 
 
 class Counts(Counter):
@@ -94,19 +89,26 @@ class Store:
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         auto_migrate: bool = False,
         stats: Any = None,
+        writer: str = "local",
     ) -> None:
         self.url = database_url(url)
         self.batch_size = max(1, batch_size)
         self.flush_seconds = flush_seconds
         self.auto_migrate = auto_migrate
         self.stats = stats if stats is not None else Counts()
+        if writer not in ("local", "process"):
+            raise ValueError(f"writer must be 'local' or 'process', not {writer!r}")
+        self.writer_kind = writer
+        self._writer: LocalWriter | ProcessWriter | None = None
+        self._seq = 0
+        self._sent: dict[int, Batch] = {}  # handed to the writer, not reported yet
+        self._in_flight: dict[str, Article] = {}  # their articles, by infoCode
         self.engine: Engine | None = None
         self.run_id: int | None = None
         self.storage_failed = False
         self._pending: dict[str, Article] = {}
         self._links: list[Link] = []
         self._rejects: list[dict[str, Any]] = []
-        self._categories: dict[str, str | None] = {}
         self._stored_codes: set[str] | None = None
         self._linked: set[tuple[str, str]] | None = None
         self._rejected_paths: set[str] | None = None
@@ -134,6 +136,7 @@ class Store:
                 flush_seconds=get.getfloat("FINEWS_STORE_FLUSH_SECONDS", DEFAULT_FLUSH_SECONDS),
                 auto_migrate=get.getbool("FINEWS_AUTO_MIGRATE", False),
                 stats=crawler.stats,
+                writer=writer_setting(get.get("FINEWS_STORE_WRITER")),
             )
             crawler.signals.connect(store._spider_closed, signal=signals.spider_closed)
             crawler.signals.connect(store._engine_stopped, signal=signals.engine_stopped)
@@ -157,9 +160,23 @@ class Store:
         except Exception:
             engine.dispose()
             raise
+        if self._writer is None:
+            self._writer = self._start_writer()
         logger.info("Storing to %s as run %d", redact(self.url), self.run_id)
         self._start_timer()
         return self.run_id
+
+    def _start_writer(self) -> LocalWriter | ProcessWriter:
+        if self.writer_kind == "process" and self.url.get_backend_name() == "sqlite":
+            database = self.url.database or ""
+            if not database or database == ":memory:" or "mode=memory" in str(self.url):
+                return LocalWriter(self.url)  # another process would see another database
+        if self.writer_kind == "process":
+            try:
+                return ProcessWriter(self.url)
+            except OSError as exc:
+                logger.warning("No writer process (%s): writing in the crawl process", exc)
+        return LocalWriter(self.url)
 
     def open_for_spider(self, spider: Any) -> int:
         """``open`` with the spider's name, ``mode`` ("crawl") and ``arguments`` ({})."""
@@ -176,10 +193,12 @@ class Store:
         self._finished = True
         self._stop_timer()
         try:
-            self.flush()
+            self.sync()
         except Exception:
             logger.exception("Could not write the last batch")
             self.storage_failed = True
+        if self._writer is not None:
+            self._writer.close()
         status = ledger.status_for(reason, storage_failed=self.storage_failed)
         if self.run_id is not None and self.engine is not None:
             try:
@@ -212,7 +231,7 @@ class Store:
 
     def is_stored(self, info_code: str) -> bool:
         """True if the article is stored or queued in this run: no need to fetch it again."""
-        if info_code in self._pending:
+        if info_code in self._pending or info_code in self._in_flight:
             return True
         return info_code in self.stored_codes()
 
@@ -225,11 +244,11 @@ class Store:
 
     def is_linked(self, info_code: str, category: str) -> bool:
         """True if the article is stored or queued with a link to ``category``."""
-        pending = self._pending.get(info_code)
-        if pending is not None and (
-            pending.category == category or category in pending.more_categories
-        ):
-            return True
+        for queued in (self._pending.get(info_code), self._in_flight.get(info_code)):
+            if queued is not None and (
+                queued.category == category or category in queued.more_categories
+            ):
+                return True
         if self._linked is None:
             with self._engine().connect() as conn:
                 rows = conn.execute(select(LINKS.c.info_code, LINKS.c.category))
@@ -309,59 +328,81 @@ class Store:
         self._flush_if_due()
 
     def flush(self) -> None:
-        """Write everything queued: articles and links in one transaction, then rejects."""
-        if not (self._pending or self._links or self._rejects or self._file_rows):
-            return
-        articles, links = list(self._pending.values()), self._links
-        self._pending, self._links = {}, []
-        files, self._file_rows = self._file_rows, []
-        self._last_flush = time.monotonic()
-        if articles or links or files:
-            self.stats.inc_value("finews/batches")
-            try:
-                self._write(articles, links, files)
-            except SQLAlchemyError as exc:
-                self.stats.inc_value("finews/batch_failures")
-                logger.warning(
-                    "A batch of %d articles failed (%s); retrying them one by one",
-                    len(articles),
-                    describe_error(exc),
-                )
-                self._write_one_by_one(articles, links)
-                # Recorded after the retries, with the rejects some of them became.
-                self._reject_file_rows.extend(files)
+        """Hand everything queued to the writer: articles and links in one transaction;
+        then write the rejects. With a writer process, the batch may still be on its way:
+        ``sync`` waits for it."""
+        if self._pending or self._links or self._file_rows:
+            self._submit()
+        self._collect(self._writer.ready() if self._writer else [])
         self._write_rejects()
 
-    def _write(
-        self, articles: list[Article], links: list[Link], files: list[dict] | None = None
-    ) -> None:
-        with self._engine().begin() as conn:
-            outcome = write_batch(
-                conn,
-                articles,
-                links,
-                run_id=self.run_id,
-                now=now(),
-                known_categories=self._categories,
-            )
-            sources.write(conn, files or [], run_id=self.run_id, now=now())
-            if self.run_id is not None:
-                ledger.record_counts(conn, self.run_id, ledger.counts_from(self.stats))
-        self._count(outcome)
+    def sync(self) -> None:
+        """Flush, then wait until the writer has written every batch."""
+        self.flush()
+        if self._writer is not None:
+            self._collect(self._writer.drain())
+            self._write_rejects()
 
-    def _write_one_by_one(self, articles: list[Article], links: list[Link]) -> None:
-        for article in articles:
-            try:
-                self._write([article], [])
-            except SQLAlchemyError as exc:
-                self.reject_item(article, "database error", describe_error(exc))
-        for link in links:
-            try:
-                self._write([], [link])
-            except SQLAlchemyError as exc:
-                self.reject(
-                    link.url, "database error", detail=describe_error(exc), info_code=link.info_code
+    def _submit(self) -> None:
+        if self._writer is None:  # not opened: a store used only to read
+            self._writer = LocalWriter(self.url)
+        self._seq += 1
+        batch = Batch(
+            self._seq,
+            self.run_id,
+            list(self._pending.values()),
+            self._links,
+            self._file_rows,
+            ledger.counts_from(self.stats) if self.run_id is not None else None,
+        )
+        self._pending, self._links, self._file_rows = {}, [], []
+        self._last_flush = time.monotonic()
+        self._sent[batch.seq] = batch
+        self._in_flight.update((a.info_code, a) for a in batch.articles if a.info_code)
+        self.stats.inc_value("finews/batches")
+        self._writer.submit(batch)
+
+    def _collect(self, reports: list[Report]) -> None:
+        """Count what the writer reports, and queue the rejects it could not store."""
+        for report in reports:
+            batch = self._sent.pop(report.seq)
+            for article in batch.articles:
+                if article.info_code and self._in_flight.get(article.info_code) is article:
+                    del self._in_flight[article.info_code]
+            if report.error is not None:
+                self._lost_batch(batch, report.error)
+                continue
+            if report.failed is not None:
+                self.stats.inc_value("finews/batch_failures")
+                logger.warning(
+                    "A batch of %d articles failed (%s); retried them one by one",
+                    len(batch.articles),
+                    report.failed,
                 )
+            for outcome in report.outcomes:
+                self._count(outcome)
+            if self._linked is not None:
+                self._linked.update(_links_written(batch, report))
+            for reject in report.rejects:
+                self.reject(reject.url, reject.reason, detail=reject.detail,
+                            excerpt=reject.excerpt, info_code=reject.info_code)  # fmt: skip
+            self._reject_file_rows.extend(report.reject_files)
+
+    def _lost_batch(self, batch: Batch, error: str) -> None:
+        """The writer failed on a batch for another reason than the database: a bug."""
+        self.storage_failed = True
+        self.stats.inc_value("finews/errors")
+        logger.error(
+            "Could not write a batch of %d articles: the writer failed.\n%s",
+            len(batch.articles),
+            error.rstrip(),
+        )
+        detail = error.strip().splitlines()[-1][:500] if error.strip() else None
+        for article in batch.articles:
+            self.reject_item(article, "storage error", detail)
+        for link in batch.links:
+            self.reject(link.url, "storage error", detail=detail, info_code=link.info_code)
+        self._reject_file_rows.extend(batch.files)
 
     def _count(self, outcome: Outcome) -> None:
         for key, codes in (
@@ -372,8 +413,6 @@ class Store:
         ):
             if codes:
                 self.stats.inc_value(key, len(codes))
-        for slug, outlet in outcome.categories.items():
-            self._categories[slug] = outlet or self._categories.get(slug)
         if self._stored_codes is not None:
             self._stored_codes.update(outcome.stored)
         for link in outcome.orphans:
@@ -441,6 +480,9 @@ class Store:
     def _tick(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
+        elif self._writer is not None:  # the writer's reports, counted while the crawl waits
+            self._collect(self._writer.ready())
+            self._write_rejects()
 
     def _start_timer(self) -> None:
         # Only inside a running crawl: importing the reactor elsewhere would install one.
@@ -464,6 +506,26 @@ class Store:
         return self.engine
 
 
+def _links_written(batch: Batch, report: Report) -> set[tuple[str, str]]:
+    """(infoCode, category) of the links a reported batch wrote."""
+    written = {code for o in report.outcomes for code in (*o.stored, *o.updated, *o.unchanged)}
+    orphans = {(link.info_code, link.category) for o in report.outcomes for link in o.orphans}
+    pairs = {(link.info_code, link.category) for link in batch.links}
+    for article in batch.articles:
+        if article.info_code in written:
+            categories = [article.category, *article.more_categories] if article.category else []
+            pairs.update((article.info_code, slug) for slug in categories)
+    rejected = {reject.info_code for reject in report.rejects}
+    return {pair for pair in pairs - orphans if pair[0] not in rejected}
+
+
+def writer_setting(value: Any) -> str:
+    """FINEWS_STORE_WRITER as a writer kind: true "process", false "local", None auto."""
+    if value is None or value == "":
+        return "process" if (os.cpu_count() or 1) > 1 else "local"
+    return "process" if parse_flag(value) else "local"
+
+
 class StorePipeline:
     """Queues each valid, first-seen article for the store's next batch."""
 
@@ -483,4 +545,4 @@ class StorePipeline:
         return item
 
     def close_spider(self) -> None:
-        self.store.flush()
+        self.store.sync()  # the crawl ends when its articles are written, not before

@@ -134,7 +134,7 @@ class RunWatch:
     """Judges one crawler's run at spider_closed and records the status in its ledger row.
 
     Connected before the pipelines exist, so it runs before the store's own close handler:
-    it flushes the store, judges the run, then closes the ledger row with the status.
+    it writes what the store holds, judges the run, then closes the ledger row with the status.
     """
 
     crawler: Crawler
@@ -150,7 +150,7 @@ class RunWatch:
         store = getattr(self.crawler, "finews_store", None)
         if store is not None:
             try:
-                store.flush()
+                store.sync()  # every batch written and counted before the run is judged
             except Exception:
                 logger.exception("Could not write the last batch")
                 store.storage_failed = True

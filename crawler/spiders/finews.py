@@ -87,6 +87,7 @@ class FinewsSpider(Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         workers = crawler.settings.get("FINEWS_PAGE_WORKERS")
         spider.pages = PagePool(spider.root, default_workers() if workers is None else int(workers))
+        spider.pages.launch()  # the workers boot while the crawl gets ready
         crawler.signals.connect(spider.pages.start, signal=signals.spider_opened)
         crawler.signals.connect(spider.pages.close, signal=signals.spider_closed)
         return spider
