@@ -1,10 +1,10 @@
 """Read post pages in worker processes while the crawl process downloads.
 
-Scrapy's own work on a page (about 2 ms here) keeps the crawl process's core busy, and
-``parse_page`` adds about 1 ms more: in the crawl process it would cost a third of the
-crawl's speed (shared/PERF.md). With FINEWS_PAGE_WORKERS >= 1, pages are read
+Scrapy's own work on a page keeps the crawl process's core busy (shared/PERF.md), and
+reading a post page costs about half as much again: in the crawl process it would cost a
+third of the crawl's speed. With FINEWS_PAGE_WORKERS >= 1, pages are read
 (``crawler.pages.site.read_post_page``) in that many worker processes on the other cores;
-the crawl process only pickles the bytes out and the answers in, ~0.1 ms a page.
+the crawl process only pickles the bytes out and the answers in, ~0.06 ms a page.
 FINEWS_PAGE_WORKERS = 0, or a one-core machine, reads pages in the crawl process. In a
 crawl, the downloader middleware ``crawler.middlewares.ReadPostPages`` calls ``read``.
 

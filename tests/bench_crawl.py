@@ -15,7 +15,7 @@ concurrent requests: the point is the ceiling, not politeness). The figure is pa
 second over the spider's lifetime (Scrapy's ``elapsed_time_seconds``); the median of the
 rounds' ratios is the pipeline's cost (target: full >= 0.85 x bare). CPU milliseconds per
 page of the crawl process itself are printed too: they drift less than rates when the
-machine is shared (page workers, when enabled, are not counted there).
+machine is shared (the page workers and the store's writer process are not counted there).
 
 The static server is nginx when it is installed, or can be (``apt-get install nginx`` as
 root, unless FINEWS_BENCH_INSTALL_NGINX=0); otherwise the Python mirror server in its own
