@@ -11,6 +11,8 @@ On SQLite and on PostgreSQL. The mirror server's request log is the record of do
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +26,16 @@ from fixtures.server import MirrorServer, MirrorSite, corpus_files, synthetic_fi
 from pipelines.upsert import stock_rows_of
 from schema.db import make_engine
 from schema.models import Article, CrawlRun, Reject
-from tests.crawling import Expected, expected_from, later_posts, post_paths, run_cron, table_rows
+from tests.crawling import (
+    ROOT,
+    Expected,
+    environment,
+    expected_from,
+    later_posts,
+    post_paths,
+    run_cron,
+    table_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +225,48 @@ def test_only_the_named_categories(tmp_path: Path, sqlite_url: str):
     assert set(post_paths(fetched)) == expected_posts
     pages = {category_url("", slug) for slug in wanted}
     assert set(fetched) - set(post_paths(fetched)) == {"/robots.txt"} | pages
+
+
+# A user's own script, as Scrapy's docs show it: no ``if __name__ == "__main__"`` guard.
+SCRIPT = """
+import sys
+
+from scrapy.crawler import CrawlerProcess
+from scrapy.utils.project import get_project_settings
+
+settings = get_project_settings()
+settings.set("FINEWS_DATABASE_URL", sys.argv[1])
+settings.set("FINEWS_PAGE_WORKERS", 1)
+settings.set("FINEWS_STORE_WRITER", True)
+settings.set("FINEWS_STORE_BATCH_SIZE", 10)
+settings.set("TELNETCONSOLE_ENABLED", False)
+settings.set("AUTOTHROTTLE_START_DELAY", 0)
+process = CrawlerProcess(settings)
+process.crawl("finews", base_url=sys.argv[2])
+process.start()
+print("SCRIPT RAN", flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_crawls_once(tmp_path: Path, sqlite_url: str):
+    # Page workers and the writer are new interpreters: they never run the script again.
+    site = MirrorSite(tmp_path / "site", synthetic_files(30, seed=12))
+    site.build()
+    script = tmp_path / "my_crawl.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    with MirrorServer(site.root) as server:
+        result = subprocess.run(
+            [sys.executable, str(script), sqlite_url, server.url],
+            cwd=ROOT,
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        fetched = Counter(post_paths(server.paths(None)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("SCRIPT RAN") == 1
+    assert set(fetched) == {p.path for p in site.manifest.posts}
+    assert max(fetched.values()) == 1
+    [run] = runs(sqlite_url)
+    assert (run.status, run.stored) == ("finished", len(site.manifest.posts))
