@@ -15,9 +15,8 @@ the crawl process was busy goes out as one message (at most ``BATCH`` pages), so
 crawl pays one round trip for many pages and an idle one waits for none. A worker holds
 at most ``IN_FLIGHT`` batches, so it always has the next one at hand.
 
-Workers are new interpreters (``python -c``: nothing of the crawl's state is copied, a
-script without a ``__main__`` guard is not run again, and Scrapy is not loaded, so one
-boots in ~0.1 s). ``launch`` starts them as soon as the spider exists, so they are ready
+Workers are new interpreters without Scrapy (``crawler.childproc``), so one boots in
+~0.1 s. ``launch`` starts them as soon as the spider exists, so they are ready
 before the first post page arrives; ``start`` connects them to the event loop when the
 spider opens. They ignore Ctrl-C and exit when their stdin closes: at close, or when the
 crawl process dies. If a worker dies, what it held and every later page is read by the
@@ -30,15 +29,21 @@ import asyncio
 import logging
 import os
 import pickle
-import signal
-import struct
 import subprocess
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from crawler.childproc import (
+    NO_SCRAPY,
+    child_streams,
+    frame,
+    read_frame,
+    start,
+    unframe,
+    write_all,
+)
 from crawler.pages.site import PostPage, read_post_page
 
 logger = logging.getLogger(__name__)
@@ -57,18 +62,14 @@ def default_workers() -> int:
     return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
-# A worker: Scrapy is not needed there (itemadapter would import it if it could).
-_BOOT = "import sys; sys.modules.setdefault('scrapy', None); import crawler.pagepool as p; p.main()"
+_BOOT = NO_SCRAPY + "import crawler.pagepool as p; p.main()"  # a worker, see crawler.childproc
 
 
 def main() -> None:
     """A worker's life (``python -c _BOOT root``): read batches of jobs on stdin, answer
     each batch with a list of PostPages on stdout, until stdin ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the crawl process decides when to stop
     root = sys.argv[1]
-    source = sys.stdin.buffer
-    answers = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # whatever prints goes to stderr, never into the answers
+    source, answers = child_streams()
     while True:
         try:
             jobs: list[Job] = pickle.loads(read_frame(source))
@@ -76,7 +77,7 @@ def main() -> None:
             return
         message = frame(pickle.dumps([_answer(job, root) for job in jobs], protocol=_PROTOCOL))
         try:
-            answers.write(message)  # a blocking pipe: all of it, or an error
+            write_all(answers, message)
         except OSError:
             return
 
@@ -87,46 +88,6 @@ def _answer(job: Job, root: str) -> Any:
         return read_post_page(body, url, root, content_type)
     except Exception as exc:  # a parser bug: report it with the page, keep serving
         return exc
-
-
-def frame(payload: bytes) -> bytes:
-    """``payload`` framed as ``multiprocessing.Connection.send_bytes`` frames it."""
-    if len(payload) > 0x7FFFFFFF:
-        return struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload
-    return struct.pack("!i", len(payload)) + payload
-
-
-def read_frame(source: Any) -> bytes:
-    """One frame's payload from a blocking binary stream; EOFError at its end."""
-
-    def exactly(size: int) -> bytes:
-        data = source.read(size)
-        if len(data) < size:
-            raise EOFError("the stream ended")
-        return data
-
-    (size,) = struct.unpack("!i", exactly(4))
-    if size == -1:
-        (size,) = struct.unpack("!Q", exactly(8))
-    return exactly(size)
-
-
-def unframe(buffer: bytearray) -> list[bytes]:
-    """Take every complete frame off the front of ``buffer``."""
-    messages = []
-    while len(buffer) >= 4:
-        (size,) = struct.unpack_from("!i", buffer)
-        start = 4
-        if size == -1:
-            if len(buffer) < 12:
-                break
-            (size,) = struct.unpack_from("!Q", buffer, 4)
-            start = 12
-        if len(buffer) < start + size:
-            break
-        messages.append(bytes(buffer[start : start + size]))
-        del buffer[: start + size]
-    return messages
 
 
 @dataclass(eq=False)
@@ -171,18 +132,9 @@ class PagePool:
         if self.size == 0 or self._launched:
             return
         self._launched = True
-        # The project on the path even when it is not installed (a plain checkout).
-        root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         for n in range(self.size):
             try:
-                process = subprocess.Popen(
-                    [sys.executable, "-c", _BOOT, self.root],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    env={**os.environ, "PYTHONPATH": path},
-                    bufsize=0,
-                )
+                process = start(_BOOT, self.root)
             except OSError as exc:
                 logger.warning("Could not start a page worker (%s): reading pages here", exc)
                 break

@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 from typing import IO, Any
 
+from crawler.childproc import child_env
 from crawler.items import Article
 from crawler.pages import ExtractionError
 from crawler.pages.post import parse_post, split_front_matter
@@ -184,16 +184,13 @@ class PostPool:
         self._procs.clear()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        # The project on the path even when it is not installed (a plain checkout).
-        root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "crawler.postworker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
+            env=child_env(),
             limit=_PIPE_LIMIT,
         )
         self._procs.append(proc)

@@ -65,7 +65,6 @@ logger = logging.getLogger(__name__)
 REJECTS = Reject.__table__
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_SECONDS = 5.0
-__all__ = ["EXCERPT_CHARS", "Store", "StorePipeline", "describe_error", "excerpt_of", "now"]
 
 
 class Counts(Counter):

@@ -27,8 +27,7 @@ The process writer keeps the store's guarantees:
   (a bug) comes back as text: the store logs it, rejects the batch's articles and marks
   the run failed.
 
-The writer process is a new interpreter (``python -c``, nothing of the crawl's state is
-copied, and a script without a ``__main__`` guard is not run again) that talks over its
+The writer process is a new interpreter (``crawler.childproc``) that talks over its
 stdin and stdout. It ignores Ctrl-C (the crawl process decides when to stop) and exits
 when its stdin closes, after writing what it was given. It reads stdin in a thread, so
 the crawl process's sends never wait while a batch is being written.
@@ -38,26 +37,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pickle
 import queue
 import select
-import signal
-import struct
 import subprocess
-import sys
 import threading
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
+from crawler.childproc import NO_SCRAPY, child_streams, frame, read_frame, start, write_all
 from crawler.items import Article
 from pipelines import ledger, sources
 from pipelines.upsert import Link, Outcome, write_batch
@@ -218,16 +213,7 @@ class ProcessWriter:
 
     def __init__(self, url: URL) -> None:
         self.url = url
-        # The project on the path even when it is not installed (a plain checkout).
-        root = str(Path(__file__).resolve().parent.parent)
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-c", _BOOT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
-            bufsize=0,
-        )
+        self.process: subprocess.Popen[bytes] | None = start(_BOOT)
         self.sent: deque[Batch] = deque()  # in pipe order, until reported
         self.received: list[Report] = []  # reported while submit waited for room
         self.local: LocalWriter | None = None  # once the process is gone
@@ -281,7 +267,7 @@ class ProcessWriter:
         assert self.process and self.process.stdin
         payload = pickle.dumps(message, protocol=_PROTOCOL)
         try:
-            _write_all(self.process.stdin, struct.pack("!Q", len(payload)) + payload)
+            write_all(self.process.stdin, frame(payload))
         except OSError:
             self._lost("its pipe broke")
 
@@ -294,7 +280,7 @@ class ProcessWriter:
         """The next report, waiting for it."""
         assert self.process and self.process.stdout
         try:
-            report: Report = pickle.loads(_read_message(self.process.stdout))
+            report: Report = pickle.loads(read_frame(self.process.stdout))
         except (EOFError, OSError):
             self._lost("it exited" if self.process.poll() is not None else "its pipe broke")
             return []
@@ -329,52 +315,25 @@ class ProcessWriter:
         return self.local
 
 
-# The writer process: Scrapy is not needed there (itemadapter would import it if it could).
-_BOOT = "import sys; sys.modules.setdefault('scrapy', None); import pipelines.writer as w; w.main()"
-
-
-def _write_all(pipe: Any, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = pipe.write(view)
-        view = view[written:]
-
-
-def _read_message(pipe: Any) -> bytes:
-    (size,) = struct.unpack("!Q", _read_exactly(pipe, 8))
-    return _read_exactly(pipe, size)
-
-
-def _read_exactly(pipe: Any, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = pipe.read(size)
-        if not chunk:
-            raise EOFError("the pipe closed")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+_BOOT = NO_SCRAPY + "import pipelines.writer as w; w.main()"  # see crawler.childproc
 
 
 def main() -> None:
     """The writer process: write each batch read on stdin, in order; report on stdout."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the crawl process decides when to stop
-    source = sys.stdin.buffer
-    reports = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # whatever prints goes to stderr, never into the reports
+    source, reports = child_streams()
     logging.basicConfig(level=logging.WARNING, format="finews-writer %(levelname)s: %(message)s")
     inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
     def read() -> None:  # keeps the pipe empty, so the crawl process never waits on it
         while True:
             try:
-                inbox.put(_read_message(source))
+                inbox.put(read_frame(source))
             except (EOFError, OSError):
                 inbox.put(None)
                 return
 
     try:
-        url = pickle.loads(_read_message(source))
+        url = pickle.loads(read_frame(source))
     except (EOFError, OSError):
         return
     threading.Thread(target=read, name="finews-writer-pipe", daemon=True).start()
@@ -388,6 +347,6 @@ def main() -> None:
                 report = Report(batch.seq, error=traceback.format_exc(limit=8))
             message = pickle.dumps(report, protocol=_PROTOCOL)
             with contextlib.suppress(OSError):  # the crawl process is gone: keep writing
-                _write_all(reports, struct.pack("!Q", len(message)) + message)
+                write_all(reports, frame(message))
     finally:
         writer.close()
