@@ -6,32 +6,28 @@ chunks (one round trip per chunk, not per file) and at most ``workers * ahead`` 
 in flight, so memory stays bounded whatever the size of the tree. Results come back in
 task order: a backfill is deterministic, and a restarted one converges to the same rows.
 
-Workers are ``python -m crawler.postworker`` processes that talk to the crawl process over
-their stdin/stdout pipes, read by the crawl's own event loop: no executor threads compete
-with the crawl thread for the GIL (with ``ProcessPoolExecutor`` its manager thread starved
-and the workers idled). Workers read the files themselves (never through a symlink), hash
-the bytes and parse them. They ignore Ctrl-C (the crawl process decides) and run at a
-lower priority than the crawl process, which everything waits on. When the crawl process
-dies, even by SIGKILL, their stdin ends and they exit. Small jobs are read in the crawl
-process itself: starting workers costs more than it saves.
+The workers are a ``crawler.childproc.WorkerPool``: processes that talk to the crawl
+process over their stdin/stdout pipes, read by the crawl's own event loop, so no executor
+thread competes with the crawl thread for the GIL (with ``ProcessPoolExecutor`` its
+manager thread starved and the workers idled). Workers read the files themselves (never
+through a symlink), hash the bytes and parse them. They run at a lower priority than the
+crawl process, which everything waits on. A worker that dies costs speed, not files: the
+others, or the crawl process, read what it held. Small jobs are read in the crawl process
+itself: starting workers costs more than it saves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
-import pickle
-import signal
-import struct
-import sys
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import IO, Any
 
-from crawler.childproc import child_env
+from crawler.childproc import WorkerPool
 from crawler.items import Article
 from crawler.pages import ExtractionError
 from crawler.pages.post import parse_post, split_front_matter
@@ -41,9 +37,9 @@ EXCERPT_BYTES = 1200  # the store keeps 300 characters; 1,200 bytes hold them in
 CHUNK_SIZE = 32  # files per round trip: ~25 ms of parsing
 AHEAD = 16  # chunks in flight per worker (~0.5 s of work): no bubbles, ~5 MB of results
 INLINE_BELOW = 256  # fewer files than this are read in the crawl process
+# The crawl process (validate + store) is the line everything waits on: with as many
+# workers as cores it must not queue behind them for CPU.
 WORKER_NICENESS = 10
-_FRAME = struct.Struct(">I")  # length prefix of each pickled message on a pipe
-_PIPE_LIMIT = 1 << 24  # a chunk's results are ~150 KB; the stream buffer must hold them
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +111,9 @@ def has_post_front_matter(data: bytes) -> bool:
     return str(front.get("layout") or "").strip() == "post"
 
 
-class WorkerExited(RuntimeError):
-    """A parser worker ended before answering (killed, out of memory, crashed)."""
+def reader(filters: Filters) -> Callable[[ReadTask], ReadResult]:
+    """What a parser worker does with each file (see ``crawler.childproc.serve``)."""
+    return functools.partial(read_post_file, filters=filters)
 
 
 class PostPool:
@@ -135,7 +132,7 @@ class PostPool:
         self.chunk_size = max(1, chunk_size)
         self.ahead = max(1, ahead)
         self.inline_below = inline_below
-        self._procs: list[asyncio.subprocess.Process] = []
+        self._pool: WorkerPool | None = None
 
     async def read(self, tasks: Iterable[ReadTask]) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
         chunks = _chunked(iter(tasks), self.chunk_size)
@@ -156,70 +153,34 @@ class PostPool:
     async def _read_in_workers(
         self, chunks: Iterator[list[ReadTask]]
     ) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
-        procs = [await self._spawn() for _ in range(self.workers)]
-        # Chunk k goes to worker k % n and answers come back in the same order.
-        in_flight: deque[tuple[list[ReadTask], asyncio.subprocess.Process]] = deque()
-        sent = 0
+        self._pool = pool = self._new_pool()
+        pool.start()
+        # At most workers * ahead chunks in flight; answers are taken in task order.
+        pending: deque[tuple[ReadTask, asyncio.Future[ReadResult]]] = deque()
+        room = self.workers * self.ahead * self.chunk_size
+        while True:
+            while len(pending) + self.chunk_size <= room:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                pending.extend((task, pool.submit(task)) for task in chunk)
+            if not pending:
+                break
+            task, future = pending.popleft()
+            yield task, await future
+        pool.close()
 
-        async def send_next() -> None:
-            nonlocal sent
-            chunk = next(chunks, None)
-            if chunk is not None:
-                proc = procs[sent % len(procs)]
-                sent += 1
-                await _send(proc, chunk)
-                in_flight.append((chunk, proc))
-
-        for _ in range(len(procs) * self.ahead):
-            await send_next()
-        while in_flight:
-            chunk, proc = in_flight.popleft()
-            results = await _receive(proc)
-            await send_next()
-            for pair in zip(chunk, results, strict=True):
-                yield pair
-        for proc in procs:
-            proc.stdin.close()  # type: ignore[union-attr]  # EOF: the worker exits
-            await proc.wait()
-        self._procs.clear()
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "crawler.postworker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=child_env(),
-            limit=_PIPE_LIMIT,
-        )
-        self._procs.append(proc)
-        await _send(proc, self.filters)
-        return proc
+    def _new_pool(self) -> WorkerPool:
+        return WorkerPool(
+            "crawler.postpool:reader", self.filters, self.workers, name="parser",
+            batch=self.chunk_size, in_flight=self.ahead, niceness=WORKER_NICENESS,
+        )  # fmt: skip
 
     def close(self) -> None:
-        """Stop the workers now; chunks they hold are dropped (a restart reads those files)."""
-        for proc in self._procs:
-            if proc.returncode is None:
-                proc.kill()
-        self._procs.clear()
-
-
-async def _send(proc: asyncio.subprocess.Process, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    assert proc.stdin is not None
-    proc.stdin.write(_FRAME.pack(len(data)) + data)
-    await proc.stdin.drain()
-
-
-async def _receive(proc: asyncio.subprocess.Process) -> list[ReadResult]:
-    assert proc.stdout is not None
-    try:
-        (size,) = _FRAME.unpack(await proc.stdout.readexactly(_FRAME.size))
-        return pickle.loads(await proc.stdout.readexactly(size))
-    except asyncio.IncompleteReadError:
-        status = await proc.wait()
-        raise WorkerExited(f"parser worker {proc.pid} exited with status {status}") from None
+        """Stop the workers now; files they hold are dropped (a restart reads them)."""
+        if self._pool is not None:
+            self._pool.close(drop=True)
+            self._pool = None
 
 
 def _chunked(tasks: Iterator[ReadTask], size: int) -> Iterator[list[ReadTask]]:
@@ -230,35 +191,3 @@ def _chunked(tasks: Iterator[ReadTask], size: int) -> Iterator[list[ReadTask]]:
 def _chain(first: list[list[ReadTask]], rest: Iterator[list[ReadTask]]) -> Iterator[list[ReadTask]]:
     yield from first
     yield from rest
-
-
-def _read_message(stream: IO[bytes]) -> Any:
-    head = stream.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        raise EOFError
-    (size,) = _FRAME.unpack(head)
-    return pickle.loads(stream.read(size))
-
-
-def serve(incoming: IO[bytes], outgoing: IO[bytes]) -> None:
-    """A worker's life: the filters, then chunks of tasks until the crawl process hangs up."""
-    try:
-        filters = _read_message(incoming)
-        while True:
-            results = read_chunk(_read_message(incoming), filters)
-            data = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
-            outgoing.write(_FRAME.pack(len(data)) + data)
-            outgoing.flush()
-    except (EOFError, BrokenPipeError):
-        return
-
-
-def main() -> None:
-    # Ctrl-C reaches the whole process group; the crawl process decides what happens.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The crawl process (validate + store) is the line everything waits on: with as many
-    # workers as cores it must not queue behind them for CPU.
-    os.nice(WORKER_NICENESS)
-    outgoing = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print() must not corrupt the results stream
-    serve(sys.stdin.buffer, outgoing)

@@ -270,13 +270,32 @@ def test_the_pool_answers_in_order_like_the_crawl_process(tmp_path: Path):
     assert [(r.error, r.sha256) for _, r in pooled] == [(r.error, r.sha256) for _, r in inline]
 
 
+def test_a_parser_worker_killed_costs_no_file(tmp_path: Path):
+    tasks = [task(path) for path in write(generate(400, seed=8), tmp_path)]
+    pool = PostPool(Filters(), workers=2, chunk_size=16, ahead=2)
+
+    async def collect() -> list:
+        pairs = []
+        async for pair in pool.read(tasks):
+            if len(pairs) == 20:
+                assert pool._pool is not None
+                pool._pool._workers[0].process.kill()
+            pairs.append(pair)
+        return pairs
+
+    pairs = asyncio.run(asyncio.wait_for(collect(), timeout=60))
+    inline = read_all(PostPool(Filters(), workers=0), tasks)
+    assert [t.path for t, _ in pairs] == [t.path for t in tasks]
+    assert [r.article for _, r in pairs] == [r.article for _, r in inline]
+
+
 def test_a_small_job_is_read_without_workers(tmp_path: Path, monkeypatch):
     pool = PostPool(Filters(), workers=2)
 
-    async def no_workers():
+    def no_workers():
         raise AssertionError("no worker may start for a few files")
 
-    monkeypatch.setattr(pool, "_spawn", no_workers)
+    monkeypatch.setattr(pool, "_new_pool", no_workers)
     paths = write(generate(10, seed=1), tmp_path)
     assert len(read_all(pool, [task(p) for p in paths])) == 10
 

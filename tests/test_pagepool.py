@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from crawler.pagepool import PagePool, frame, unframe
+from crawler.childproc import frame, unframe
+from crawler.pagepool import PagePool
 from crawler.pages.site import read_post_page
 from fixtures.mirror import render_post
 from fixtures.synth import generate
@@ -54,7 +55,7 @@ def test_a_dead_worker_costs_speed_not_pages(pages, caplog):
     pool = PagePool(ROOT, 1)
     assert asyncio.run(read_all(pool, pages, kill_after=2)) == expected
     assert pool.inline > 0
-    assert "its pages go elsewhere" in caplog.text
+    assert "its jobs go elsewhere" in caplog.text
 
 
 def test_frames_survive_any_split():
