@@ -11,9 +11,9 @@ process over their stdin/stdout pipes, read by the crawl's own event loop, so no
 thread competes with the crawl thread for the GIL (with ``ProcessPoolExecutor`` its
 manager thread starved and the workers idled). Workers read the files themselves (never
 through a symlink), hash the bytes and parse them. They run at a lower priority than the
-crawl process, which everything waits on. A worker that dies costs speed, not files: the
-others, or the crawl process, read what it held. Small jobs are read in the crawl process
-itself: starting workers costs more than it saves.
+crawl process (``crawler.childproc.NICENESS``), which everything waits on. A worker that
+dies costs speed, not files: the others, or the crawl process, read what it held. Small
+jobs are read in the crawl process itself: starting workers costs more than it saves.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ EXCERPT_BYTES = 1200  # the store keeps 300 characters; 1,200 bytes hold them in
 CHUNK_SIZE = 32  # files per round trip: ~25 ms of parsing
 AHEAD = 16  # chunks in flight per worker (~0.5 s of work): no bubbles, ~5 MB of results
 INLINE_BELOW = 256  # fewer files than this are read in the crawl process
-# The crawl process (validate + store) is the line everything waits on: with as many
-# workers as cores it must not queue behind them for CPU.
-WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +170,7 @@ class PostPool:
     def _new_pool(self) -> WorkerPool:
         return WorkerPool(
             "crawler.postpool:reader", self.filters, self.workers, name="parser",
-            batch=self.chunk_size, in_flight=self.ahead, niceness=WORKER_NICENESS,
+            batch=self.chunk_size, in_flight=self.ahead,
         )  # fmt: skip
 
     def close(self) -> None:
