@@ -287,10 +287,6 @@ class WorkerPool:
             loop.call_soon(self._send)
         return future
 
-    async def ask(self, job: Any) -> Any:
-        """The answer to ``job``; raises what its handler raised."""
-        return await self.submit(job)
-
     def close(self, *, drop: bool = False) -> None:
         """Stop the workers. Jobs not answered yet are answered here, or with ``drop``
         cancelled and the workers killed at once."""

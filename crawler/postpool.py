@@ -88,10 +88,6 @@ def read_post_file(task: ReadTask, filters: Filters) -> ReadResult:
     return ReadResult(digest, article=article)
 
 
-def read_chunk(tasks: list[ReadTask], filters: Filters) -> list[ReadResult]:
-    return [read_post_file(task, filters) for task in tasks]
-
-
 def read_nofollow(path: str) -> bytes:
     """The file's bytes; a symlink put in its place since the walk is refused (ELOOP)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -165,7 +161,6 @@ class PostPool:
                 break
             task, future = pending.popleft()
             yield task, await future
-        pool.close()
 
     def _new_pool(self) -> WorkerPool:
         return WorkerPool(
