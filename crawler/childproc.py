@@ -61,11 +61,12 @@ def start(boot: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def child_streams() -> tuple[BinaryIO, BinaryIO]:
+def child_streams(niceness: int = NICENESS) -> tuple[BinaryIO, BinaryIO]:
     """In a child: (frames in, frames out); Ctrl-C ignored, prints sent to stderr, and
-    ``NICENESS`` lower priority."""
+    ``niceness`` lower priority (helpers; a shard of a split crawl keeps the crawl's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(NICENESS)
+    if niceness:
+        os.nice(niceness)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     return sys.stdin.buffer, out

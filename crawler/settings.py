@@ -43,6 +43,8 @@ CONCURRENT_ITEMS = 1
 # site needs none), depth tracking and limits, the URL length limit (links are built from
 # the site's known shapes), and the debugging check for meta copied between requests.
 SPIDER_MIDDLEWARES = {
+    "scrapy.spidermiddlewares.start.StartSpiderMiddleware": None,
+    "crawler.middlewares.MarkStartRequests": 25,
     "scrapy.spidermiddlewares.referer.RefererMiddleware": None,
     "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
     "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
@@ -73,6 +75,12 @@ FINEWS_GC_THRESHOLD = 20_000
 # Post pages are parsed in this many worker processes: Scrapy keeps the crawl process's core
 # busy (PERF.md). None: one when the machine has a second core; 0 parses in the crawl process.
 FINEWS_PAGE_WORKERS = None
+
+# Processes the crawl runs in (crawler.shards): Scrapy uses one core per process. 1 is
+# plenty for the live site, whose pace is set by politeness; a mirror or a full refresh on
+# a machine with more cores can use 2 or more. The concurrency settings are split between
+# them, so the site sees the load of one crawl.
+FINEWS_CRAWL_PROCESSES = 1
 
 # Cron runs (`scrapy cron`): one at a time per lock file; a run with more errors fails.
 FINEWS_LOCK_FILE = os.environ.get("FINEWS_LOCK_FILE", "data/crawl.lock")

@@ -104,6 +104,7 @@ class Store:
         self._in_flight: dict[str, Article] = {}  # their articles, by infoCode
         self.engine: Engine | None = None
         self.run_id: int | None = None
+        self.owns_run = True  # False in a shard process of a split crawl: see ``attach``
         self.storage_failed = False
         self._pending: dict[str, Article] = {}
         self._links: list[Link] = []
@@ -177,8 +178,25 @@ class Store:
                 logger.warning("No writer process (%s): writing in the crawl process", exc)
         return LocalWriter(self.url)
 
+    def attach(self, run_id: int) -> int:
+        """Write under a run another process opened and closes (a shard process of a split
+        crawl, ``crawler.shards``): no ledger row of its own, no progress counts in it."""
+        if self.run_id is not None:
+            return self.run_id
+        self._engine()  # the crawl process checked the schema before it opened the run
+        self.run_id = run_id
+        self.owns_run = False
+        if self._writer is None:
+            self._writer = self._start_writer()
+        self._start_timer()
+        return run_id
+
     def open_for_spider(self, spider: Any) -> int:
-        """``open`` with the spider's name, ``mode`` ("crawl") and ``arguments`` ({})."""
+        """``open`` with the spider's name, ``mode`` ("crawl") and ``arguments`` ({}); or
+        ``attach`` to the run of the crawl it is a shard of (``spider.shard_run``)."""
+        shard_run = getattr(spider, "shard_run", None)
+        if shard_run is not None:
+            return self.attach(shard_run)
         return self.open(
             spider.name,
             mode=getattr(spider, "mode", None) or "crawl",
@@ -199,6 +217,10 @@ class Store:
         if self._writer is not None:
             self._writer.close()
         status = ledger.status_for(reason, storage_failed=self.storage_failed)
+        if not self.owns_run:
+            if self.engine is not None:
+                self.engine.dispose()
+            return status
         if self.run_id is not None and self.engine is not None:
             try:
                 ledger.close_run(
@@ -352,7 +374,7 @@ class Store:
             list(self._pending.values()),
             self._links,
             self._file_rows,
-            ledger.counts_from(self.stats) if self.run_id is not None else None,
+            ledger.counts_from(self.stats) if self.run_id is not None and self.owns_run else None,
         )
         self._pending, self._links, self._file_rows = {}, [], []
         self._last_flush = time.monotonic()

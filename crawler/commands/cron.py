@@ -147,6 +147,9 @@ class RunWatch:
         self.crawler.signals.connect(self._closed, signal=signals.spider_closed)
 
     def _closed(self, spider: Any, reason: str) -> None:
+        finish_shards = getattr(spider, "finish_shards", None)
+        if finish_shards is not None:
+            finish_shards()  # a split crawl: the other processes' stats count too
         store = getattr(self.crawler, "finews_store", None)
         if store is not None:
             try:

@@ -44,6 +44,7 @@ from crawler.pages.site import (
     site_root,
 )
 from crawler.processors import parse_flag
+from crawler.shards import ShardChannel, Shards, crawl_processes, split_settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,15 @@ class FinewsSpider(Spider):
         base_url: str = LIVE_SITE,
         categories: str | None = None,
         refresh: str | bool = False,
+        shard: ShardChannel | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Set in a shard process of a split crawl (crawler.shards): posts come from the
+        # crawl process, categories go back to it. Never a command-line argument.
+        self.shard = shard if isinstance(shard, ShardChannel) else None
+        self.shard_run = self.shard.run_id if self.shard else None
+        self.shards: Shards | None = None
         self.root = site_root(base_url)
         self.only = tuple(s.strip() for s in (categories or "").split(",") if s.strip())
         self.refresh = parse_flag(refresh)
@@ -85,18 +92,57 @@ class FinewsSpider(Spider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> FinewsSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.shard is None:
+            cls._split(crawler, spider)  # before the page pool: it may change its size
         workers = crawler.settings.get("FINEWS_PAGE_WORKERS")
         spider.pages = PagePool(spider.root, default_workers() if workers is None else int(workers))
         spider.pages.launch()  # the workers boot while the crawl gets ready
         crawler.signals.connect(spider.pages.start, signal=signals.spider_opened)
         crawler.signals.connect(spider.pages.close, signal=signals.spider_closed)
+        if spider.shard is not None:
+            spider.shard.attach(crawler, spider._post_request)
         return spider
+
+    @classmethod
+    def _split(cls, crawler: Crawler, spider: FinewsSpider) -> None:
+        """With FINEWS_CRAWL_PROCESSES > 1, start the shard processes (crawler.shards)."""
+        count = crawl_processes(crawler.settings)
+        if count <= 1:
+            return
+        split_settings(crawler.settings, count)
+        arguments = {
+            "base_url": spider.root + "/",
+            "categories": ",".join(spider.only),
+            "refresh": "1" if spider.refresh else "",
+        }
+        shards = Shards(
+            crawler, count, f"{cls.__module__}.{cls.__qualname__}", arguments,
+            found=spider._category_found, refetch=spider._refetch,
+        )  # fmt: skip
+        if shards.launch():
+            spider.shards = shards
+            crawler.signals.connect(spider._open_shards, signal=signals.spider_opened)
+            crawler.signals.connect(shards.spider_idle, signal=signals.spider_idle)
+            crawler.signals.connect(spider.finish_shards, signal=signals.spider_closed)
+            crawler.signals.connect(spider.finish_shards, signal=signals.engine_stopped)
+
+    def _open_shards(self) -> None:
+        if self.shards is not None:
+            store = getattr(self.crawler, "finews_store", None)
+            self.shards.open(store.run_id if store is not None else None)
+
+    def finish_shards(self) -> None:
+        """End the shard processes and add their stats to this crawl's (idempotent)."""
+        if self.shards is not None:
+            self.shards.close()
 
     @property
     def store(self) -> Any:
         return self.crawler.finews_store  # set up by the pipelines (pipelines.store.Store)
 
     async def start(self) -> AsyncIterator[Request]:
+        if self.shard is not None:
+            return  # a shard's posts come from the crawl process
         if not self.only:
             meta = {"finews_page": "home"}
             yield Request(home_url(self.root), self.parse_home, errback=self.failed, meta=meta)
@@ -123,6 +169,13 @@ class FinewsSpider(Spider):
             yield from self._post(post)
 
     def parse_post(self, response: Response) -> list[Article | Request]:
+        try:
+            return self._read_post(response)
+        finally:
+            if self.shard is not None:
+                self.shard.finished_post()
+
+    def _read_post(self, response: Response) -> list[Article | Request]:
         # Read already, in a worker, by crawler.middlewares.ReadPostPages; else read here.
         self._count_page("post")
         page = response.meta.pop(READ, None)
@@ -137,6 +190,8 @@ class FinewsSpider(Spider):
         output: list[Article | Request] = [page.article] if page.article else []
         for slug in page.categories:
             output += self._category(slug)
+        if self.shards is not None:
+            output += self._take_from_shards()
         return output
 
     def failed(self, failure: Failure) -> None:
@@ -146,6 +201,8 @@ class FinewsSpider(Spider):
         """
         request = failure.request  # type: ignore[attr-defined]
         page = request.meta.get("finews_page", "page")
+        if page == "post" and self.shard is not None:
+            self.shard.finished_post()  # reported when this step ends, after the reject
         http = failure.check(HttpError)
         status = failure.value.response.status if http else None
         detail = f"HTTP {status}" if status else f"{failure.type.__name__}: {failure.value}"
@@ -171,6 +228,9 @@ class FinewsSpider(Spider):
         if slug in self._categories or (self.only and slug not in self.only):
             return
         self._categories.add(slug)
+        if self.shard is not None:
+            self.shard.category(slug)  # the crawl process fetches category pages
+            return
         yield Request(
             category_url(self.root, slug),
             self.parse_category,
@@ -185,8 +245,36 @@ class FinewsSpider(Spider):
         self._posts.add(post.url)
         if not self.refresh and self._known(post):
             return
+        if self.shards is not None and self.shards.give(post):
+            return  # another crawl process fetches it
+        yield self._post_request(post)
+
+    def _post_request(self, post: PostLink) -> Request:
         meta = {"finews_page": "post", "finews_post": post}
-        yield Request(post.url, self.parse_post, errback=self.failed, meta=meta)
+        return Request(post.url, self.parse_post, errback=self.failed, meta=meta)
+
+    def _take_from_shards(self) -> list[Request]:
+        """Posts waiting for a shard process, once this process has no request queued."""
+        assert self.shards is not None
+        scheduler = self.crawler.engine.scheduler
+        if scheduler is None or scheduler.has_pending_requests() or not self.shards.waiting():
+            return []
+        batch = self.crawler.settings.getint("CONCURRENT_REQUESTS", 16)
+        return [self._post_request(link) for link in self.shards.take(batch)]
+
+    def _category_found(self, slug: str) -> None:
+        """A category a shard process's post links back to."""
+        for request in self._category(slug):
+            self._crawl(request)
+
+    def _refetch(self, post: PostLink) -> None:
+        """A post a shard process was given and did not finish: fetch it here."""
+        self._crawl(self._post_request(post))
+
+    def _crawl(self, request: Request) -> None:
+        engine = self.crawler.engine
+        if engine is not None and engine.spider is not None:  # not once the crawl closes
+            engine.crawl(request)
 
     def _known(self, post: PostLink) -> bool:
         """Skip a stored article (adding a new category link) or a page rejected before."""
