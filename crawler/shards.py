@@ -31,6 +31,7 @@ Shard to crawl process: ``("categories", [slug, ...])``, ``("idle", posts_receiv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -185,6 +186,7 @@ class Shards:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_due = False
         self._closing = False
+        self._closer: asyncio.Future[None] | None = None
         self._init = {
             "spider": spider_path,
             "arguments": arguments,
@@ -312,10 +314,8 @@ class Shards:
 
     def _write_now(self, shard: _Shard, message: Any) -> None:
         payload = childproc.frame(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        try:
+        with contextlib.suppress(OSError):  # it died: its stdout says so
             childproc.write_all(shard.process.stdin, payload)
-        except OSError:
-            pass  # it died: its stdout says so
 
     def _write(self, shard: _Shard) -> None:
         fd = shard.process.stdin.fileno()
@@ -423,10 +423,8 @@ class Shards:
     def _reap(self, shard: _Shard) -> None:
         for pipe in (shard.process.stdin, shard.process.stdout):
             if pipe is not None and not pipe.closed:
-                try:
+                with contextlib.suppress(OSError):
                     pipe.close()
-                except OSError:
-                    pass
         try:
             shard.process.wait(timeout=CLOSE_TIMEOUT)
         except Exception:
@@ -449,7 +447,7 @@ class Shards:
         for link in taken:
             self.refetch(link)
         if not taken and self.settle():
-            asyncio.ensure_future(engine.close_spider_async(reason="finished"))
+            self._closer = asyncio.ensure_future(engine.close_spider_async(reason="finished"))
 
 
 def _read_with_timeout(fd: int, seconds: float) -> bytes:
@@ -482,6 +480,7 @@ class ShardChannel:
         self.reported = -1
         self.ended = False
         self._flush_due = False
+        self._closer: asyncio.Future[None] | None = None
         self._incoming = bytearray()
         self._categories: list[str] = []
         self._crawler: Crawler | None = None
@@ -543,7 +542,7 @@ class ShardChannel:
             self.ended = True
             asyncio.get_running_loop().remove_reader(self.source)
         if self.ended and engine.spider is not None and engine.spider_is_idle():
-            asyncio.ensure_future(engine.close_spider_async(reason="finished"))
+            self._closer = asyncio.ensure_future(engine.close_spider_async(reason="finished"))
 
     def flush(self) -> None:
         """Categories first: the crawl process must know them before it counts the post
@@ -615,4 +614,3 @@ def serve() -> None:
     store = getattr(crawler, "finews_store", None)
     failed = bool(store is not None and store.storage_failed)
     channel.send(("stats", plain_stats(crawler.stats.get_stats()), failed))
-
