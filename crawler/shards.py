@@ -469,12 +469,13 @@ class ShardChannel:
     become requests through ``request_for(link)``, the spider's own request for a post.
     """
 
-    def __init__(self, source: int, out: Any, index: int, count: int, run_id: int | None):
-        self.source = source
+    def __init__(self, source: Any, out: Any, index: int, count: int):
+        self.stream = source  # raw (unbuffered) stdin: frames are read from its fd alone
+        self.source = source.fileno()
         self.out = out
         self.index = index
         self.count = count
-        self.run_id = run_id
+        self._run: tuple[int | None] | None = None
         self.received = 0
         self.finished = 0  # posts whose callback or errback ran
         self.reported = -1
@@ -485,6 +486,19 @@ class ShardChannel:
         self._categories: list[str] = []
         self._crawler: Crawler | None = None
         self._request_for: Callable[[PostLink], Any] | None = None
+
+    def run_id(self) -> int | None:
+        """The crawl's run (its ``crawl_runs`` id), waiting until the crawl process opens it."""
+        if self._run is None:
+            try:
+                kind, *rest = pickle.loads(childproc.read_frame(self.stream))
+            except (EOFError, OSError):
+                kind, rest = "end", []
+            if kind != "run":
+                self.ended = True
+                raise RuntimeError("the crawl process stopped before its run opened")
+            self._run = (rest[0],)
+        return self._run[0]
 
     def attach(self, crawler: Crawler, request_for: Callable[[PostLink], Any]) -> None:
         self._crawler = crawler
@@ -595,17 +609,14 @@ def serve() -> None:
     _, out = childproc.child_streams(niceness=0)
     try:
         init = pickle.loads(childproc.read_frame(source))
-        kind, *rest = pickle.loads(childproc.read_frame(source))
     except (EOFError, OSError):
-        return
-    if kind != "run":  # ended before the run opened
-        childproc.write_all(out, childproc.frame(pickle.dumps(("stats", {}, False))))
         return
     index, count = init["index"], init["count"]
     settings = Settings()
     settings.setdict(init["settings"], priority="cmdline")
     settings.setdict(shard_overrides(index, count, init["settings"]), priority="cmdline")
-    channel = ShardChannel(source.fileno(), out, index, count, rest[0])
+    # The crawl gets ready while the crawl process does; only the store waits for the run.
+    channel = ShardChannel(source, out, index, count)
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(load_object(init["spider"]))
     process.crawl(crawler, **init["arguments"], shard=channel)

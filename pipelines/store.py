@@ -54,7 +54,6 @@ from pipelines.writer import (
     now,
 )
 from schema.db import database_url, make_engine, redact
-from schema.migrate import is_blank, require_current, upgrade
 from schema.models import Reject
 
 if TYPE_CHECKING:
@@ -147,6 +146,8 @@ class Store:
         """Check the schema and open the run's ledger row; returns its id. Idempotent."""
         if self.run_id is not None:
             return self.run_id
+        from schema.migrate import is_blank, require_current, upgrade  # Alembic: ~0.1 s
+
         engine = self._engine()
         try:
             # A blank database (a new SQLite file) gets the schema; one that holds tables

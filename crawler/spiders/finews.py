@@ -74,7 +74,6 @@ class FinewsSpider(Spider):
         # Set in a shard process of a split crawl (crawler.shards): posts come from the
         # crawl process, categories go back to it. Never a command-line argument.
         self.shard = shard if isinstance(shard, ShardChannel) else None
-        self.shard_run = self.shard.run_id if self.shard else None
         self.shards: Shards | None = None
         self.root = site_root(base_url)
         self.only = tuple(s.strip() for s in (categories or "").split(",") if s.strip())
@@ -135,6 +134,11 @@ class FinewsSpider(Spider):
         """End the shard processes and add their stats to this crawl's (idempotent)."""
         if self.shards is not None:
             self.shards.close()
+
+    @property
+    def shard_run(self) -> int | None:
+        """In a shard process, the run its store writes under (``Store.open_for_spider``)."""
+        return self.shard.run_id() if self.shard is not None else None
 
     @property
     def store(self) -> Any:
@@ -250,8 +254,11 @@ class FinewsSpider(Spider):
         yield self._post_request(post)
 
     def _post_request(self, post: PostLink) -> Request:
+        # dont_filter: each post URL is requested once already (``_posts``), so Scrapy's
+        # duplicate filter would only hash every URL again (~20 µs a request).
         meta = {"finews_page": "post", "finews_post": post}
-        return Request(post.url, self.parse_post, errback=self.failed, meta=meta)
+        return Request(post.url, self.parse_post, errback=self.failed, meta=meta,
+                       dont_filter=True)  # fmt: skip
 
     def _take_from_shards(self) -> list[Request]:
         """Posts waiting for a shard process, once this process has no request queued."""
