@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+import lxml.html
 import pytest
 
 from crawler.pages import ExtractionError
-from crawler.pages.page import parse_page
+from crawler.pages.body import HTML_PARSER
+from crawler.pages.page import LANDMARK_XPATHS, _landmarks, parse_page
 from crawler.pages.post import parse_post
 from crawler.processors import SITE_TZ
 from fixtures.mirror import render_post
@@ -95,3 +97,32 @@ def test_gbk_page_decodes_like_scrapy(html):
 def test_a_page_that_is_not_a_post_is_a_clear_error():
     with pytest.raises(ExtractionError, match="not a post page"):
         parse_page(b"<html><body><h2>category</h2><ul></ul></body></html>", URL)
+
+
+def test_landmarks_are_what_their_xpaths_select():
+    """One walk finds the section, canonical URL and publish time the XPaths would."""
+    rendered = [
+        render_post(p.read_text(encoding="utf-8"), p.name) for p in sorted(CORPUS.glob("*.md"))
+    ]
+    pages = [page.html for page in rendered if page is not None]
+    assert len(pages) > 60
+    # Traps too: a second wrapper (the last section wins), a section outside any wrapper,
+    # meta and link elements without the attribute the XPath reads.
+    pages.append(
+        '<html><head><meta property="article:published_time"><link rel="canonical">'
+        '<link rel="canonical" href="https://x/a.html">'
+        '<meta property="article:published_time" content="2024-01-02T03:04:05+08:00">'
+        '</head><body><section>no</section><div class="a  wrapper"><section>1</section></div>'
+        '<div class="wrapperx"><section>no</section></div>'
+        '<div class="wrapper"><p><section>no</section></p><section>2</section></div></body></html>'
+    )
+    for html in pages:
+        root = lxml.html.document_fromstring(html, parser=HTML_PARSER)
+        sections, canonical, published = (root.xpath(x) for x in LANDMARK_XPATHS)
+        expected = (
+            sections[-1] if sections else None,
+            str(canonical[0]) if canonical else None,
+            str(published[0]) if published else None,
+        )
+        assert _landmarks(root) == expected
+    assert _landmarks(root)[0].text == "2"
