@@ -31,6 +31,7 @@ Shard to crawl process: ``("categories", [slug, ...])``, ``("idle", posts_receiv
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import math
@@ -76,18 +77,45 @@ def shard_of(link: PostLink, count: int) -> int:
     return zlib.crc32(key.encode("utf-8")) % count
 
 
-def crawl_processes(settings: BaseSettings) -> int:
+def crawl_processes(settings: BaseSettings, *, warn: bool = True) -> int:
     """FINEWS_CRAWL_PROCESSES, or 1 where a split crawl would go wrong (with a warning)."""
     count = max(1, settings.getint("FINEWS_CRAWL_PROCESSES", 1))
     if count > 1:
         for name, reason in (("FEEDS", "feed exports"), ("JOBDIR", "a JOBDIR")):
             if settings.get(name):
-                logger.warning(
-                    "FINEWS_CRAWL_PROCESSES=%d ignored: %s would hold one process's part "
-                    "only; crawling in one process", count, reason,
-                )  # fmt: skip
+                if warn:
+                    logger.warning(
+                        "FINEWS_CRAWL_PROCESSES=%d ignored: %s would hold one process's part "
+                        "only; crawling in one process", count, reason,
+                    )  # fmt: skip
                 return 1
     return count
+
+
+# Shard processes started before the crawl is set up (``prelaunch``), for ``Shards.launch``.
+_prelaunched: list[Any] = []
+
+
+def prelaunch(settings: BaseSettings) -> None:
+    """Start a split crawl's other processes now, while this one sets the crawl up: a
+    shard spends its first second importing, and the crawl should not wait for that.
+    ``Shards.launch`` gives them their work; ones never used exit with this process."""
+    if _prelaunched:
+        return
+    for _ in range(crawl_processes(settings, warn=False) - 1):
+        try:
+            _prelaunched.append(childproc.start(_BOOT))
+        except OSError:
+            break
+    if _prelaunched:
+        atexit.register(_release_prelaunched)
+
+
+def _release_prelaunched() -> None:
+    for process in _prelaunched:
+        with contextlib.suppress(OSError):
+            process.stdin.close()  # it ends when its stdin does
+    _prelaunched.clear()
 
 
 def split_settings(settings: BaseSettings, count: int) -> None:
@@ -200,7 +228,7 @@ class Shards:
             init = {**self._init, "index": index}
             try:
                 payload = childproc.frame(pickle.dumps(init, protocol=pickle.HIGHEST_PROTOCOL))
-                process = childproc.start(_BOOT)
+                process = _prelaunched.pop(0) if _prelaunched else childproc.start(_BOOT)
                 assert process.stdin is not None
                 childproc.write_all(process.stdin, payload)
             except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -577,12 +605,16 @@ class ShardChannel:
             raise DontCloseSpider("waiting for the crawl process")
 
 
-def shard_overrides(index: int, count: int, settings: dict[str, Any]) -> dict[str, Any]:
+def shard_overrides(
+    index: int, count: int, settings: dict[str, Any], spider_module: str
+) -> dict[str, Any]:
     """A shard's settings on top of the crawl process's: no second split, no exports, no
     stats dump of its own (its stats go to the crawl process), log lines marked."""
     log_format = settings.get("LOG_FORMAT") or "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
     return {
         "FINEWS_CRAWL_PROCESSES": 1,
+        # Its spider is given by class: other spiders' modules need not be imported.
+        "SPIDER_MODULES": [spider_module],
         "FEEDS": {},
         "JOBDIR": None,
         "STATS_DUMP": False,
@@ -614,7 +646,8 @@ def serve() -> None:
     index, count = init["index"], init["count"]
     settings = Settings()
     settings.setdict(init["settings"], priority="cmdline")
-    settings.setdict(shard_overrides(index, count, init["settings"]), priority="cmdline")
+    module = init["spider"].rpartition(".")[0]
+    settings.setdict(shard_overrides(index, count, init["settings"], module), priority="cmdline")
     # The crawl gets ready while the crawl process does; only the store waits for the run.
     channel = ShardChannel(source, out, index, count)
     process = CrawlerProcess(settings)

@@ -43,6 +43,7 @@ from scrapy.exceptions import UsageError
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.pages.site import site_root
+from crawler.shards import prelaunch
 from schema.db import database_url, make_engine, redact
 from schema.migrate import SchemaOutdated, is_blank, require_current
 
@@ -266,6 +267,7 @@ class Command(BaseRunSpiderCommand):
     def _crawl(self, spider_args: dict[str, Any]) -> Outcome:
         settings = self.settings
         assert settings is not None and self.crawler_process is not None
+        prelaunch(settings)  # a split crawl's processes import while the database is checked
         problem = database_problem(
             settings.get("FINEWS_DATABASE_URL"),
             settings.getfloat("FINEWS_DB_CONNECT_TIMEOUT", 10),
