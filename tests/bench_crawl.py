@@ -6,16 +6,19 @@ by a fast static server, then crawled in alternating runs (FINEWS_BENCH_REPEATS 
 - **bare**: a spider that requests the same URLs (robots.txt, home, every category page
   and every post page) and does nothing with the responses;
 - **full**: ``scrapy crawl finews`` with extraction, validation, dedupe and storage into a
-  fresh SQLite file;
-- **no article writes** (diagnostic): the same crawl with the storage pipeline left out,
-  so the difference to **full** is what writing the articles costs.
+  fresh SQLite file, split over FINEWS_BENCH_PROCESSES crawl processes (default: one per
+  core, at most 4; ``crawler.shards``): Scrapy keeps one core busy per process, and a
+  crawl of a fast site is bound by that;
+- **full, one process** (diagnostic): the same crawl with FINEWS_CRAWL_PROCESSES=1, the
+  default, where page reading and writes go to helper processes instead.
 
-Both run with the project's settings and the same overrides (AutoThrottle off, 32
-concurrent requests: the point is the ceiling, not politeness). The figure is pages per
-second over the spider's lifetime (Scrapy's ``elapsed_time_seconds``); the median of the
-rounds' ratios is the pipeline's cost (target: full >= 0.85 x bare). CPU milliseconds per
-page of the crawl process itself are printed too: they drift less than rates when the
-machine is shared (the page workers and the store's writer process are not counted there).
+All run with the project's settings and the same overrides (AutoThrottle off, 32
+concurrent requests in all, shared between a split crawl's processes: the point is the
+ceiling, not politeness). The figure is pages per second over the spider's lifetime
+(Scrapy's ``elapsed_time_seconds``, the first process's: it opens first and closes last);
+the median of the rounds' ratios is the pipeline's cost (target: full >= 0.85 x bare).
+CPU milliseconds per page of the crawl processes are printed too (page workers and the
+writer process are not counted there).
 
 The static server is nginx when it is installed, or can be (``apt-get install nginx`` as
 root, unless FINEWS_BENCH_INSTALL_NGINX=0); otherwise the Python mirror server in its own
@@ -46,6 +49,7 @@ from crawler.pages.site import category_url
 from fixtures.server import MirrorSite, synthetic_files
 
 POSTS = int(os.environ.get("FINEWS_BENCH_POSTS", "5000"))
+PROCESSES = int(os.environ.get("FINEWS_BENCH_PROCESSES", "0")) or min(4, os.cpu_count() or 1)
 REPEATS = int(os.environ.get("FINEWS_BENCH_REPEATS", "3"))
 CATEGORIES = 49  # outlet categories; with emnews, 50 category pages as in PERF.md
 TARGET = 0.85
@@ -131,42 +135,40 @@ def main() -> None:
             (work / "bare.py").write_text(BARE_SPIDER)
             bare: list[Run] = []
             full: list[Run] = []
-            unwritten: list[Run] = []
+            single: list[Run] = []
             for n in range(REPEATS):
                 bare.append(crawl(work, "bare", base_url, len(urls)))
-                unwritten.append(crawl(work, "unwritten", base_url, len(urls), n))
+                single.append(crawl(work, "single", base_url, len(urls), n))
                 full.append(crawl(work, "full", base_url, len(urls), n))
                 print(
                     f"   round {n + 1}: bare {bare[-1].rate:5.0f} pages/s ({bare[-1].cpu:.2f} ms "
-                    f"CPU/page)   no article writes {unwritten[-1].rate:5.0f} "
-                    f"({unwritten[-1].cpu:.2f})   full {full[-1].rate:5.0f} ({full[-1].cpu:.2f})"
+                    f"CPU/page)   one process {single[-1].rate:5.0f} ({single[-1].cpu:.2f})"
+                    f"   full {full[-1].rate:5.0f} ({full[-1].cpu:.2f})"
                     f"   ratio {full[-1].rate / bare[-1].rate:.2f}",
                     flush=True,
                 )
         ratio = statistics.median(f.rate / b.rate for f, b in zip(full, bare, strict=True))
-        unwritten_ratio = statistics.median(
-            u.rate / b.rate for u, b in zip(unwritten, bare, strict=True)
-        )
+        single_ratio = statistics.median(u.rate / b.rate for u, b in zip(single, bare, strict=True))
         verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
         for name, runs in (
             ("bare Scrapy spider    ", bare),
-            ("no article writes     ", unwritten),
+            ("full, one process     ", single),
             ("full pipeline (SQLite)", full),
         ):
             rate = statistics.median(r.rate for r in runs)
             cpu = statistics.median(r.cpu for r in runs)
-            print(f"   {name} : {rate:6.0f} pages/s, {cpu:.2f} ms CPU/page in the crawl process")
-        print(f"   no article writes / bare: {unwritten_ratio:4.2f}   (what extraction, validation "
-              "and Scrapy's item handling leave)")  # fmt: skip
-        print(f"   ratio full / bare      : {ratio:6.2f}   (median of {REPEATS} rounds; "
-              f"target >= {TARGET}: {verdict})")  # fmt: skip
+            print(f"   {name} : {rate:6.0f} pages/s, {cpu:.2f} ms CPU/page in crawl processes")
+        print(f"   one process / bare     : {single_ratio:6.2f}   (FINEWS_CRAWL_PROCESSES=1, the "
+              "default: page reading and writes in helper processes)")  # fmt: skip
+        print(f"   ratio full / bare      : {ratio:6.2f}   (median of {REPEATS} rounds, "
+              f"{PROCESSES} crawl processes; target >= {TARGET}: {verdict})")  # fmt: skip
         print(f"   served by              : {server_name}")
 
 
 @dataclass(frozen=True)
 class Run:
     rate: float  # pages per second
-    cpu: float  # CPU milliseconds per page, crawl process only
+    cpu: float  # CPU milliseconds per page, crawl processes only (all of a split crawl)
 
 
 def crawl(work: Path, kind: str, base_url: str, pages: int, n: int = 0) -> Run:
@@ -179,12 +181,10 @@ def crawl(work: Path, kind: str, base_url: str, pages: int, n: int = 0) -> Run:
         command = ["runspider", str(work / "bare.py"), "-a", f"urls={work / 'urls.txt'}"]
     else:
         database = work / f"{kind}-{n}.db"
+        processes = PROCESSES if kind == "full" else 1
         command = ["crawl", "finews", "-a", f"base_url={base_url}",
-                   "-s", f"FINEWS_DATABASE_URL=sqlite:///{database}"]  # fmt: skip
-        if kind == "unwritten":
-            pipelines = {k: v for k, v in project_settings.ITEM_PIPELINES.items()
-                         if k != "pipelines.store.StorePipeline"}  # fmt: skip
-            command += ["-s", f"ITEM_PIPELINES={json.dumps(pipelines)}"]
+                   "-s", f"FINEWS_DATABASE_URL=sqlite:///{database}",
+                   "-s", f"FINEWS_CRAWL_PROCESSES={processes}"]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "scrapy", *command, *settings],
         cwd=ROOT,
