@@ -62,8 +62,9 @@ CONCURRENCY_SETTINGS = (
     "CONCURRENT_REQUESTS_PER_IP",
     "AUTOTHROTTLE_TARGET_CONCURRENCY",
 )
-# Stats that are not sums over processes: the crawl process's own value stands.
-_NOT_ADDED = ("elapsed_time_seconds", "memusage/")
+# Stats that are not sums over processes: the crawl process's own value stands (Scrapy
+# works out the rates again from the summed counts when the crawl closes).
+_NOT_ADDED = ("elapsed_time_seconds", "items_per_minute", "responses_per_minute")
 # How long the crawl process waits for shards to close when it stops early.
 CLOSE_TIMEOUT = 60.0
 _BOOT = "import crawler.shards as s; s.serve()"
