@@ -19,12 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import lxml.html
+from lxml import etree
 
 from crawler.items import Article
 from crawler.loaders import ArticleLoader
 from crawler.pages import ExtractionError, content_type_of, decode_html
-from crawler.pages.body import HTML_PARSER, extract_body
+from crawler.pages.body import extract_body, parse_html, text_of
 from crawler.processors import SITE_TITLE, clean_text
 
 # What ``_landmarks`` finds, as XPaths (section: the last match; the others: the first).
@@ -44,8 +44,8 @@ def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> A
     """Parse a rendered post page. ``body`` as served; ``headers`` give its charset."""
     text = decode_html(body, content_type_of(headers))
     try:
-        root = lxml.html.document_fromstring(text, parser=HTML_PARSER)
-    except (lxml.etree.ParserError, ValueError) as exc:
+        root = parse_html(text)
+    except (etree.ParserError, ValueError) as exc:
         raise ExtractionError(f"not an HTML page: {exc}") from None
     section, canonical, published = _landmarks(root)
     if section is None:
@@ -107,16 +107,16 @@ def _split_section(section) -> tuple[str | None, str | None, list, str | None]:
     start, end = 0, len(children)
     for i, child in enumerate(children):
         if child.tag == "h1":
-            heading = child.text_content()
+            heading = text_of(child)
             start = i + 1
             break
         if child.tag == "small" and time_line is None:
-            time_line = child.text_content()
+            time_line = text_of(child)
     for i in range(len(children) - 1, start - 1, -1):
         child = children[i]
-        if child.tag == "small" and _TAGS_LINE.match(child.text_content()):
+        if child.tag == "small" and _TAGS_LINE.match(text_of(child)):
             em = child.find("em")
-            tag = clean_text(em.text_content() if em is not None else "") or None
+            tag = clean_text(text_of(em) if em is not None else "") or None
             end = i
             break
     nodes: list = []

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import lxml.html
 
 from crawler.items import Article
 from crawler.pages import ExtractionError, content_type_of, decode_html
+from crawler.pages.body import parse_html
 from crawler.pages.page import parse_page
 from crawler.processors import info_code_from_name
 
@@ -185,7 +185,7 @@ def parse_listing(
         return listing
     seen: set[str] = set()
     # The og:description trap repeats the page's links in <head>: each counts once.
-    for href in lxml.html.document_fromstring(text).xpath(_LINKS):
+    for href in parse_html(text).xpath(_LINKS):
         absolute = on_site(href, url, root)
         if absolute is None or absolute in seen:
             continue
