@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-
 from crawler.items import Article
 from crawler.pages import ExtractionError, content_type_of, decode_html
 from crawler.pages.body import parse_html
