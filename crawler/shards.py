@@ -37,6 +37,11 @@ import logging
 import math
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
+import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,18 +103,90 @@ _prelaunched: list[Any] = []
 
 
 def prelaunch(settings: BaseSettings) -> None:
-    """Start a split crawl's other processes now, while this one sets the crawl up: a
-    shard spends its first second importing, and the crawl should not wait for that.
-    ``Shards.launch`` gives them their work; ones never used exit with this process."""
+    """Start a split crawl's other processes now, before Scrapy sets the crawl up (the
+    ``crawl`` and ``cron`` commands call this as they read their options).
+
+    They are forked: at this point the process holds no reactor, thread, connection or
+    open file of the crawl, only imported modules, so a shard starts with Scrapy and the
+    project already imported instead of spending its first second importing them while
+    the crawl waits. Where fork is unavailable they are new interpreters. ``Shards.launch``
+    gives them their work; ones never used exit with this process."""
     if _prelaunched:
         return
     for _ in range(crawl_processes(settings, warn=False) - 1):
         try:
-            _prelaunched.append(childproc.start(_BOOT))
+            _prelaunched.append(ForkedShard() if _can_fork() else childproc.start(_BOOT))
         except OSError:
             break
     if _prelaunched:
         atexit.register(_release_prelaunched)
+
+
+def _can_fork() -> bool:
+    """Fork only a process that has no reactor yet (nor its event loop and threads)."""
+    return hasattr(os, "fork") and "twisted.internet.reactor" not in sys.modules
+
+
+class ForkedShard:
+    """A forked shard process, with the parts of ``subprocess.Popen`` that ``Shards`` uses:
+    ``stdin`` and ``stdout`` (its frames in and out), ``pid``, ``returncode``, ``poll``,
+    ``wait`` and ``kill``."""
+
+    def __init__(self) -> None:
+        jobs_in, jobs_out = os.pipe()
+        answers_in, answers_out = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing buffered is written twice
+        pid = os.fork()
+        if pid == 0:  # the shard: never returns to the caller
+            code = 1
+            try:
+                os.dup2(jobs_in, 0)
+                os.dup2(answers_out, 1)
+                os.closerange(3, _fd_limit())  # nothing else of this process's is its
+                serve()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                os._exit(code)
+        os.close(jobs_in)
+        os.close(answers_out)
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = open(jobs_out, "wb", buffering=0)  # noqa: SIM115 - closed by Shards
+        self.stdout = open(answers_in, "rb", buffering=0)  # noqa: SIM115 - closed by Shards
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"crawl process {self.pid}", timeout or 0)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _fd_limit() -> int:
+    try:
+        return min(os.sysconf("SC_OPEN_MAX"), 65536)
+    except (OSError, ValueError):
+        return 4096
 
 
 def _release_prelaunched() -> None:

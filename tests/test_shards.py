@@ -125,8 +125,10 @@ def test_a_killed_shard_process_costs_no_article(tmp_path: Path, sqlite_url: str
         killed = None
         deadline = time.monotonic() + 120
         while killed is None and crawl.poll() is None and time.monotonic() < deadline:
-            shards = [p for p in psutil.Process(crawl.pid).children(recursive=True)
-                      if "crawler.shards" in " ".join(p.cmdline())]  # fmt: skip
+            # A shard is forked (the crawl's own command line) or spawned (crawler.shards).
+            parent = psutil.Process(crawl.pid)
+            shards = [p for p in parent.children() if p.cmdline() == parent.cmdline()
+                      or "crawler.shards" in " ".join(p.cmdline())]  # fmt: skip
             if shards and len(post_paths(server.paths(None))) >= 100:
                 shards[0].send_signal(signal.SIGKILL)
                 killed = shards[0].pid

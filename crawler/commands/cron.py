@@ -231,6 +231,11 @@ class Command(BaseRunSpiderCommand):
         super().add_options(parser)
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        if self.settings is not None and not args:
+            prelaunch(self.settings)  # a split crawl's other processes, before the reactor
+
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if args:
             raise UsageError("scrapy cron takes no positional arguments; use -a NAME=VALUE")
@@ -267,7 +272,6 @@ class Command(BaseRunSpiderCommand):
     def _crawl(self, spider_args: dict[str, Any]) -> Outcome:
         settings = self.settings
         assert settings is not None and self.crawler_process is not None
-        prelaunch(settings)  # a split crawl's processes import while the database is checked
         problem = database_problem(
             settings.get("FINEWS_DATABASE_URL"),
             settings.getfloat("FINEWS_DB_CONNECT_TIMEOUT", 10),
