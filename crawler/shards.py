@@ -13,6 +13,9 @@ categories hashes to one shard, so the run's dedupe still sees both sightings.
 - Categories a shard's posts link back to are sent to the crawl process, which fetches
   the new ones.
 - Each process gets 1/N of the concurrency settings: the site sees the load of one crawl.
+- A shard is sent at most ``window`` posts beyond those it finished; the rest wait in the
+  crawl process, which takes them itself when it runs out of its own (``Shards.take``):
+  no process idles while another has a queue.
 - The crawl ends when the crawl process has nothing left and every shard reported that
   it finished every post it was given. The shards then close, and each sends its stats;
   the crawl process adds them to its own (``merge_stats``), so the stats dump, the run's
@@ -21,11 +24,15 @@ categories hashes to one shard, so the run's dedupe still sees both sightings.
   again by the crawl process; those it had stored come back unchanged.
 - Feed exports (``-o``) and JOBDIR persist one process's state: with either, the crawl
   runs in one process, with a warning.
+- The ``crawl`` and ``cron`` commands start the shard processes as they read their
+  options (``prelaunch``), by fork: nothing of a crawl exists yet then, and a shard so
+  starts with Scrapy and the project imported. Otherwise (no fork, or a reactor already
+  installed) a shard is a new interpreter, like the other helpers (``crawler.childproc``).
 
 The wire is ``crawler.childproc``'s: pickled frames on the shard's stdin and stdout.
 Crawl process to shard: ``("run", run_id)``, ``("posts", [PostLink, ...])``, ``("end",)``.
-Shard to crawl process: ``("categories", [slug, ...])``, ``("idle", posts_received)``,
-``("stats", {...}, storage_failed)``.
+Shard to crawl process: ``("categories", [slug, ...])``, ``("done", posts_finished)``,
+``("idle", posts_received)`` (all of them finished), ``("stats", {...}, storage_failed)``.
 """
 
 from __future__ import annotations
