@@ -14,7 +14,9 @@ Arguments (``-a name=value``):
 What a link is and where it points is decided in ``crawler.pages.site``; a post page
 becomes an item in ``crawler.pages.page``, read in a worker process (``crawler.pagepool``)
 by the downloader middleware ``crawler.middlewares.ReadPostPages`` before the callback.
-This module only decides what to fetch.
+This module only decides what to fetch. With FINEWS_CRAWL_PROCESSES > 1 it shares the
+posts with other crawl processes (``crawler.shards``): there the same spider runs with
+``shard=``, takes its posts from this one and sends back the categories it finds.
 """
 
 from __future__ import annotations
