@@ -518,6 +518,13 @@ class Shards:
         if shard.alive:
             stdout = shard.process.stdout
             try:
+                if shard.outgoing:  # what the pipe did not take yet, "end" included
+                    if shard.writing and self._loop is not None:
+                        self._loop.remove_writer(shard.process.stdin.fileno())
+                        shard.writing = False
+                    os.set_blocking(shard.process.stdin.fileno(), True)
+                    childproc.write_all(shard.process.stdin, bytes(shard.outgoing))
+                    shard.outgoing.clear()
                 os.set_blocking(stdout.fileno(), True)
                 while shard.stats is None:
                     for message in childproc.unframe(shard.incoming):
