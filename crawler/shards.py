@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -571,8 +572,6 @@ class Shards:
 
 
 def _read_with_timeout(fd: int, seconds: float) -> bytes:
-    import select
-
     readable, _, _ = select.select([fd], [], [], seconds)
     if not readable:
         raise OSError("timed out")
