@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import DontCloseSpider
+from scrapy.settings import default_settings as base_settings
 
 from crawler import childproc
 
@@ -333,7 +334,7 @@ class Shards:
         """The run is open: tell the shards its id and start listening to them."""
         self._loop = asyncio.get_running_loop()
         for shard in self._shards:
-            self._write_now(shard, ("run", run_id))
+            self._send(shard, ("run", run_id))  # its pipe is still blocking: written whole
             os.set_blocking(shard.process.stdin.fileno(), False)
             os.set_blocking(shard.process.stdout.fileno(), False)
             self._loop.add_reader(shard.process.stdout.fileno(), self._readable, shard)
@@ -425,11 +426,6 @@ class Shards:
     def _send(self, shard: _Shard, message: Any) -> None:
         shard.outgoing += childproc.frame(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         self._write(shard)
-
-    def _write_now(self, shard: _Shard, message: Any) -> None:
-        payload = childproc.frame(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        with contextlib.suppress(OSError):  # it died: its stdout says so
-            childproc.write_all(shard.process.stdin, payload)
 
     def _write(self, shard: _Shard) -> None:
         fd = shard.process.stdin.fileno()
@@ -588,12 +584,10 @@ class ShardChannel:
     become requests through ``request_for(link)``, the spider's own request for a post.
     """
 
-    def __init__(self, source: Any, out: Any, index: int, count: int):
+    def __init__(self, source: Any, out: Any):
         self.stream = source  # raw (unbuffered) stdin: frames are read from its fd alone
         self.source = source.fileno()
         self.out = out
-        self.index = index
-        self.count = count
         self._run: tuple[int | None] | None = None
         self.received = 0
         self.finished = 0  # posts whose callback or errback ran
@@ -701,8 +695,6 @@ def shard_overrides(
 ) -> dict[str, Any]:
     """A shard's settings on top of the crawl process's: no second split, no exports, no
     stats dump of its own (its stats go to the crawl process), log lines marked."""
-    from scrapy.settings import default_settings as base_settings
-
     log_format = settings.get("LOG_FORMAT") or "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
     return {
         "FINEWS_CRAWL_PROCESSES": 1,
@@ -733,7 +725,8 @@ def plain_stats(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def serve() -> None:
-    """A shard process's life (``python -c``, started by ``Shards.launch``)."""
+    """A shard process's life: forked by ``prelaunch`` or started as ``python -c`` by
+    ``Shards.launch``; its first frame is the crawl's settings and arguments."""
     from scrapy.crawler import CrawlerProcess
     from scrapy.settings import Settings
     from scrapy.utils.misc import load_object
@@ -750,7 +743,7 @@ def serve() -> None:
     module = init["spider"].rpartition(".")[0]
     settings.setdict(shard_overrides(index, count, init["settings"], module), priority="cmdline")
     # The crawl gets ready while the crawl process does; only the store waits for the run.
-    channel = ShardChannel(source, out, index, count)
+    channel = ShardChannel(source, out)
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(load_object(init["spider"]))
     process.crawl(crawler, **init["arguments"], shard=channel)
