@@ -27,26 +27,20 @@ RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
 DOWNLOAD_TIMEOUT = 30
 # The spider's errback logs each lost page once, at ERROR, saying what kind of page it was.
 RETRY_GIVE_UP_LOG_LEVEL = "WARNING"
-# AutoThrottle keeps its pace on quick 429/503 answers: this doubles the delay first.
-# Post pages are read in worker processes before their callback (FINEWS_PAGE_WORKERS), as
-# the last step on the way out of the downloader: after decompression and redirects.
+# AutoThrottle keeps its pace on quick 429/503 answers: BackoffMiddleware doubles the delay
+# first. SkipKnownPosts drops a post request whose article is stored (the incremental skip).
 DOWNLOADER_MIDDLEWARES = {
+    "crawler.middlewares.SkipKnownPosts": 50,
     "crawler.middlewares.BackoffMiddleware": 560,  # before Retry (550)
-    "crawler.middlewares.ReadPostPages": 20,
 }
 FINEWS_BACKOFF_DELAY = 1.0
 FINEWS_BACKOFF_MAX_DELAY = 60.0
-# One item at a time per response keeps the reactor responsive (PERF.md: +45% pages/s).
+# One item at a time per response keeps the reactor responsive (+45% pages/s measured).
 CONCURRENT_ITEMS = 1
 # Spider middlewares for features no crawl here uses, each a step for every request and
-# item a callback returns (together ~4% of a crawl's CPU): depth tracking and limits, the
-# URL length limit (links are built from the site's known shapes), and the debugging
-# check for meta copied between requests. Referer stays: Scrapy's redirect middlewares
-# warn at every start without it. Scrapy's StartSpiderMiddleware is replaced by one that
-# marks start requests the same way without wrapping every callback's output.
+# item a callback returns: depth tracking and limits, the URL length limit (links are built
+# from the site's known shapes), and the debugging check for meta copied between requests.
 SPIDER_MIDDLEWARES = {
-    "scrapy.spidermiddlewares.start.StartSpiderMiddleware": None,
-    "crawler.middlewares.MarkStartRequests": 25,
     "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
     "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
     "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware": None,
@@ -57,14 +51,10 @@ ITEM_PIPELINES = {
     "pipelines.dedupe.DedupePipeline": 200,
     "pipelines.store.StorePipeline": 300,
 }
-# Storage (pipelines.store): 500-row transactions cost ~4% of a crawl (PERF.md: 0.68 vs 0.71).
+# Storage (pipelines.store): one transaction per 500 articles costs ~4% of a crawl.
 FINEWS_STORE_BATCH_SIZE = 500
 # A slow trickle of items still reaches the database within this many seconds.
 FINEWS_STORE_FLUSH_SECONDS = 5.0
-# Batches are written by a writer process (pipelines.writer), so the crawl process does not
-# spend ~0.1 ms a page on SQL: True, False (write in the crawl process), or None: a writer
-# process when the machine has a second core.
-FINEWS_STORE_WRITER = None
 # An outdated schema stops the run with "run make migrate"; True migrates it instead.
 FINEWS_AUTO_MIGRATE = False
 
@@ -73,15 +63,15 @@ FINEWS_AUTO_MIGRATE = False
 EXTENSIONS = {"crawler.extensions.gctuning.GcTuning": 0}
 FINEWS_GC_THRESHOLD = 20_000
 
-# Post pages are parsed in this many worker processes: Scrapy keeps the crawl process's core
-# busy (PERF.md). None: one when the machine has a second core; 0 parses in the crawl process.
-FINEWS_PAGE_WORKERS = None
-
-# Processes the crawl runs in (crawler.shards): Scrapy uses one core per process. 1 is
-# plenty for the live site, whose pace is set by politeness; a mirror or a full refresh on
-# a machine with more cores can use 2 or more. The concurrency settings are split between
-# them, so the site sees the load of one crawl.
-FINEWS_CRAWL_PROCESSES = 1
+# Scale-out (crawler.scaleout, scrapy-redis): with a Redis URL, every `scrapy crawl finews`
+# started with the same FINEWS_JOB is a worker of one crawl (shared queue and dupefilter).
+# Without one, nothing changes and Redis is not needed.
+FINEWS_REDIS_URL = os.environ.get("FINEWS_REDIS_URL") or None
+FINEWS_JOB = os.environ.get("FINEWS_JOB", "finews")
+# How many workers share the job: the per-domain concurrency is divided between them.
+FINEWS_WORKERS = 1
+# A worker stops once the shared queue has stayed empty this many seconds.
+FINEWS_IDLE_CLOSE = 10.0
 
 # Cron runs (`scrapy cron`): one at a time per lock file; a run with more errors fails.
 FINEWS_LOCK_FILE = os.environ.get("FINEWS_LOCK_FILE", "data/crawl.lock")

@@ -13,15 +13,9 @@ import argparse
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 
-from crawler.shards import prelaunch
 
 
 class Command(ScrapyCrawl):
-    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
-        super().process_options(args, opts)
-        if args[:1] == ["finews"] and self.settings is not None:
-            prelaunch(self.settings)  # a split crawl's processes import while this one starts
-
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) == 1:
             assert self.crawler_process

@@ -43,7 +43,6 @@ from scrapy.exceptions import UsageError
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.pages.site import site_root
-from crawler.shards import prelaunch
 from schema.db import database_url, make_engine, redact
 from schema.migrate import SchemaOutdated, is_blank, require_current
 
@@ -148,9 +147,6 @@ class RunWatch:
         self.crawler.signals.connect(self._closed, signal=signals.spider_closed)
 
     def _closed(self, spider: Any, reason: str) -> None:
-        finish_shards = getattr(spider, "finish_shards", None)
-        if finish_shards is not None:
-            finish_shards()  # a split crawl: the other processes' stats count too
         store = getattr(self.crawler, "finews_store", None)
         if store is not None:
             try:
@@ -230,11 +226,6 @@ class Command(BaseRunSpiderCommand):
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
-
-    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
-        super().process_options(args, opts)
-        if self.settings is not None and not args:
-            prelaunch(self.settings)  # a split crawl's other processes, before the reactor
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if args:
