@@ -1,4 +1,13 @@
-"""Downloader middlewares: back off when the site is overloaded; read post pages early.
+"""Downloader middlewares: skip posts already stored; back off when the site is overloaded.
+
+``SkipKnownPosts`` is the crawl's incremental skip, in the spirit of scrapy-deltafetch: a
+post request (``request.meta["finews_post"]``, a ``PostLink``) is dropped before it is
+downloaded when its article is stored (by an earlier run, or earlier in this one) or an
+earlier run rejected its page for what it holds; a stored article seen under a new
+category gets that category link without a download. Each skip is counted
+(``finews/skipped``, ``finews/skipped/stored|rejected``). ``refresh=1`` (the spider's
+``refresh`` attribute) turns it off. What earlier runs left is read once per run, on the
+first post request; what this run stores is learnt from the ``item_scraped`` signal.
 
 ``BackoffMiddleware``: AutoThrottle only ever raises the delay by the latency it
 measures, and a quick 429 or 503 has a small latency, so it would keep the pace. Here
@@ -6,24 +15,19 @@ such a response at least doubles the download slot's delay (from FINEWS_BACKOFF_
 and at least the ``Retry-After`` seconds the server asks for), capped at
 FINEWS_BACKOFF_MAX_DELAY; RetryMiddleware then retries the request at that slower pace,
 and AutoThrottle brings the delay back down as normal responses return.
-
-``ReadPostPages``: a post page (``request.meta["finews_page"] == "post"``) answered 2xx is
-read by the spider's page pool (``crawler.pagepool``, worker processes) before the
-response leaves the downloader, and the result waits in ``request.meta[READ]`` for the
-callback. Awaiting the pool here costs the crawl process less than an ``async def``
-callback, which Scrapy wraps in a task and two Deferreds per page (measured: ~0.07 ms
-a page, about 8% of a crawl's speed on this machine).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from scrapy import Request
+from scrapy import Request, signals
+from scrapy.exceptions import IgnoreRequest
 
-from crawler.pages import content_type_of
+from crawler.items import Article
+from crawler.pages.site import PostLink
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -32,8 +36,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKOFF_STATUSES = (429, 503)
-# Where ReadPostPages leaves a post page's PostPage (or the exception its reading raised).
-READ = "finews_read"
+
+
+class KnownPost(IgnoreRequest):
+    """A post not downloaded because the database already has what it would give."""
 
 
 def retry_after_seconds(value: bytes | str | None) -> float:
@@ -79,42 +85,50 @@ class BackoffMiddleware:
         return response
 
 
-class ReadPostPages:
-    """Reads 2xx post pages with ``crawler.spider.pages`` (a ``PagePool``), if it has one."""
+class SkipKnownPosts:
+    """Drops post requests whose article is stored or whose page was rejected before."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
+        self.stats = crawler.stats
+        self.stored: set[str] | None = None  # None until the first post request
+        self.linked: set[tuple[str, str]] = set()
+        self.rejected: set[str] = set()
+        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler) -> ReadPostPages:
+    def from_crawler(cls, crawler: Crawler) -> SkipKnownPosts:
         return cls(crawler)
 
-    async def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get("finews_page") != "post" or not 200 <= response.status < 300:
-            return response
-        pages = getattr(self.crawler.spider, "pages", None)
-        if pages is None:
-            return response
-        try:
-            read = await pages.read(response.body, response.url, content_type_of(response.headers))
-        except Exception as exc:  # a parser bug: raised again in the callback, as before
-            read = exc
-        request.meta[READ] = read
-        return response
+    def process_request(self, request: Request) -> None:
+        post = request.meta.get("finews_post")
+        if not isinstance(post, PostLink) or getattr(self.crawler.spider, "refresh", False):
+            return
+        store = self.crawler.finews_store  # type: ignore[attr-defined]
+        if self.stored is None:
+            self.stored = store.stored_codes()
+            self.linked = store.linked_pairs()
+            self.rejected = store.rejected_paths()
+        code = post.info_code
+        if code and (code in self.stored or store.is_queued(code)):
+            self._skip("stored")
+            if post.category and (code, post.category) not in self.linked:
+                self.linked.add((code, post.category))
+                store.add_link(code, post.category, post.url)
+                self.stats.inc_value("finews/linked_without_download")
+            raise KnownPost(f"{code} is stored")
+        if self.rejected and urlsplit(post.url).path in self.rejected:
+            self._skip("rejected")
+            raise KnownPost(f"{post.url} was rejected by an earlier run")
 
+    def item_scraped(self, item: Any) -> None:
+        """An article this run stores: its later sightings are links, not downloads."""
+        if self.stored is not None and isinstance(item, Article) and item.info_code:
+            self.stored.add(item.info_code)
+            for slug in (item.category, *item.more_categories):
+                if slug:
+                    self.linked.add((item.info_code, slug))
 
-class MarkStartRequests:
-    """Scrapy's ``StartSpiderMiddleware`` for start requests only.
-
-    Scrapy's middleware marks start requests (``meta["is_start_request"]``, which the
-    scheduler's start queues read), but as a ``BaseSpiderMiddleware`` it also wraps every
-    callback's output in an async generator that only passes each request and item on:
-    for a crawl of thousands of pages, a step per page for nothing. This one marks the
-    start requests the same way and leaves callback output alone.
-    """
-
-    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        async for request_or_item in start:
-            if isinstance(request_or_item, Request):
-                request_or_item.meta.setdefault("is_start_request", True)
-            yield request_or_item
+    def _skip(self, why: str) -> None:
+        self.stats.inc_value("finews/skipped")
+        self.stats.inc_value(f"finews/skipped/{why}")

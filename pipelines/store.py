@@ -1,24 +1,24 @@
-"""Storage for one crawl: batched upserts, the run ledger, rejects and the stored-set check.
+"""Storage for one crawl: batched upserts, rejects and the run ledger.
 
 ``Store`` is the one object per crawler (``Store.for_crawler(crawler)``, also reachable as
-``crawler.finews_store`` so spiders need not import it). It offers
+``crawler.finews_store`` so spiders and middlewares need not import it). It offers
 
-- ``is_stored(info_code)``: is the article in the database or already queued in this run?
-  The stored codes are read once per run, on first use, not one SELECT per call;
-  ``is_linked(info_code, category)`` and ``was_rejected(url)`` likewise, so an incremental
-  crawl can skip a post without fetching it;
+- ``add(article)`` / ``add_link(...)``: queue writes. A batch is written in one
+  transaction (``pipelines.upsert.write_batch``) when it reaches FINEWS_STORE_BATCH_SIZE,
+  after FINEWS_STORE_FLUSH_SECONDS, and at close. A batch the database refuses is
+  retried item by item, so one bad row costs one reject;
 - ``reject(url, reason, ...)``: record something that could not be stored (a download
   error, an unreadable file) in ``rejects``, with a stats counter;
-- ``add(article)`` / ``add_link(...)``: queue writes; batches flush on size, on time and
-  at close, and a failed batch is retried item by item so one bad row costs one reject.
-  Batches are written by a writer (``pipelines.writer``): in a writer process when
-  ``writer="process"`` (FINEWS_STORE_WRITER, the crawl's default on a machine with a
-  second core), else at once in this process. Either way ``finish`` waits for every
-  batch before it closes the run's ledger row;
+- ``stored_codes()``, ``linked_pairs()``, ``rejected_paths()``: what earlier runs left,
+  one query each, for the incremental skip (``crawler.middlewares.SkipKnownPosts``) and
+  the backfill;
 - ``source_files()`` / ``track_file(url, row)`` / ``release_file(url)``: the backfill's file
   ledger (``pipelines.sources``). A tracked file is recorded in the same transaction as
   the article or reject its item becomes, so a killed run never records a file whose
   effect it lost.
+
+Batches are written in the crawl process, in the order they are queued: a 500-article
+batch takes a few tens of milliseconds, a pause the crawl does not notice.
 
 The database must be at the newest schema: otherwise ``open`` raises ``SchemaOutdated``
 saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
@@ -27,9 +27,9 @@ saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -40,21 +40,11 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.items import DOWNLOAD_FAILED, Article
-from crawler.processors import parse_flag
 from pipelines import ledger, sources
-from pipelines.upsert import ARTICLES, LINKS, Link, Outcome
-from pipelines.writer import (
-    EXCERPT_CHARS,
-    Batch,
-    LocalWriter,
-    ProcessWriter,
-    Report,
-    describe_error,
-    excerpt_of,
-    now,
-)
+from pipelines.upsert import ARTICLES, LINKS, Link, Outcome, write_batch
 from schema.db import database_url, make_engine, redact
 from schema.models import Reject
+from schema.types import BEIJING
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -64,6 +54,26 @@ logger = logging.getLogger(__name__)
 REJECTS = Reject.__table__
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_SECONDS = 5.0
+EXCERPT_CHARS = 300
+
+
+def now() -> datetime:
+    return datetime.now(BEIJING)
+
+
+def excerpt_of(article: Article) -> str | None:
+    """A few hundred characters a person can recognise the article by."""
+    for text in (article.title, article.digest, *article.paragraphs[:1], article.body_html):
+        if text and text.strip():
+            return text.strip()[:EXCERPT_CHARS]
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """The database's own message, first line, without the SQL and its parameters."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines() or [""]
+    return f"{type(original).__name__}: {lines[0]}"
 
 
 class Counts(Counter):
@@ -87,30 +97,21 @@ class Store:
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         auto_migrate: bool = False,
         stats: Any = None,
-        writer: str = "local",
+        job: str | None = None,
     ) -> None:
         self.url = database_url(url)
         self.batch_size = max(1, batch_size)
         self.flush_seconds = flush_seconds
         self.auto_migrate = auto_migrate
         self.stats = stats if stats is not None else Counts()
-        if writer not in ("local", "process"):
-            raise ValueError(f"writer must be 'local' or 'process', not {writer!r}")
-        self.writer_kind = writer
-        self._writer: LocalWriter | ProcessWriter | None = None
-        self._seq = 0
-        self._sent: dict[int, Batch] = {}  # handed to the writer, not reported yet
-        self._in_flight: dict[str, Article] = {}  # their articles, by infoCode
+        self.job = job
         self.engine: Engine | None = None
         self.run_id: int | None = None
-        self.owns_run = True  # False in a shard process of a split crawl: see ``attach``
         self.storage_failed = False
         self._pending: dict[str, Article] = {}
         self._links: list[Link] = []
         self._rejects: list[dict[str, Any]] = []
-        self._stored_codes: set[str] | None = None
-        self._linked: set[tuple[str, str]] | None = None
-        self._rejected_paths: set[str] | None = None
+        self._categories: dict[str, str | None] = {}  # slug -> outlet, committed
         self._last_flush = time.monotonic()
         self._timer: Any = None
         self._finished = False
@@ -135,7 +136,8 @@ class Store:
                 flush_seconds=get.getfloat("FINEWS_STORE_FLUSH_SECONDS", DEFAULT_FLUSH_SECONDS),
                 auto_migrate=get.getbool("FINEWS_AUTO_MIGRATE", False),
                 stats=crawler.stats,
-                writer=writer_setting(get.get("FINEWS_STORE_WRITER")),
+                # A worker of a scaled-out crawl (crawler.scaleout) names its job.
+                job=get.get("FINEWS_JOB") if get.get("FINEWS_REDIS_URL") else None,
             )
             crawler.signals.connect(store._spider_closed, signal=signals.spider_closed)
             crawler.signals.connect(store._engine_stopped, signal=signals.engine_stopped)
@@ -156,48 +158,18 @@ class Store:
                 upgrade(self.url)
             require_current(engine)
             self.run_id = ledger.open_run(
-                engine, spider=spider, mode=mode, arguments=arguments or {}, now=now()
-            )
+                engine, spider=spider, mode=mode, arguments=arguments or {}, now=now(),
+                job=self.job,
+            )  # fmt: skip
         except Exception:
             engine.dispose()
             raise
-        if self._writer is None:
-            self._writer = self._start_writer()
         logger.info("Storing to %s as run %d", redact(self.url), self.run_id)
         self._start_timer()
         return self.run_id
 
-    def _start_writer(self) -> LocalWriter | ProcessWriter:
-        if self.writer_kind == "process" and self.url.get_backend_name() == "sqlite":
-            database = self.url.database or ""
-            if not database or database == ":memory:" or "mode=memory" in str(self.url):
-                return LocalWriter(self.url)  # another process would see another database
-        if self.writer_kind == "process":
-            try:
-                return ProcessWriter(self.url)
-            except OSError as exc:
-                logger.warning("No writer process (%s): writing in the crawl process", exc)
-        return LocalWriter(self.url)
-
-    def attach(self, run_id: int) -> int:
-        """Write under a run another process opened and closes (a shard process of a split
-        crawl, ``crawler.shards``): no ledger row of its own, no progress counts in it."""
-        if self.run_id is not None:
-            return self.run_id
-        self._engine()  # the crawl process checked the schema before it opened the run
-        self.run_id = run_id
-        self.owns_run = False
-        if self._writer is None:
-            self._writer = self._start_writer()
-        self._start_timer()
-        return run_id
-
     def open_for_spider(self, spider: Any) -> int:
-        """``open`` with the spider's name, ``mode`` ("crawl") and ``arguments`` ({}); or
-        ``attach`` to the run of the crawl it is a shard of (``spider.shard_run``)."""
-        shard_run = getattr(spider, "shard_run", None)
-        if shard_run is not None:
-            return self.attach(shard_run)
+        """``open`` with the spider's name, ``mode`` ("crawl") and ``arguments`` ({})."""
         return self.open(
             spider.name,
             mode=getattr(spider, "mode", None) or "crawl",
@@ -211,17 +183,11 @@ class Store:
         self._finished = True
         self._stop_timer()
         try:
-            self.sync()
+            self.flush()
         except Exception:
             logger.exception("Could not write the last batch")
             self.storage_failed = True
-        if self._writer is not None:
-            self._writer.close()
         status = ledger.status_for(reason, storage_failed=self.storage_failed)
-        if not self.owns_run:
-            if self.engine is not None:
-                self.engine.dispose()
-            return status
         if self.run_id is not None and self.engine is not None:
             try:
                 ledger.close_run(
@@ -249,46 +215,35 @@ class Store:
         if not self._finished and self.run_id is not None:
             self.finish("engine_stopped")
 
-    # -- what spiders and commands may call ---------------------------------------------
-
-    def is_stored(self, info_code: str) -> bool:
-        """True if the article is stored or queued in this run: no need to fetch it again."""
-        if info_code in self._pending or info_code in self._in_flight:
-            return True
-        return info_code in self.stored_codes()
+    # -- what earlier runs left ------------------------------------------------------------
 
     def stored_codes(self) -> set[str]:
-        """Every stored infoCode, read once per run; codes written since are added."""
-        if self._stored_codes is None:
-            with self._engine().connect() as conn:
-                self._stored_codes = set(conn.execute(select(ARTICLES.c.info_code)).scalars())
-        return self._stored_codes
+        """Every stored infoCode."""
+        with self._engine().connect() as conn:
+            return set(conn.execute(select(ARTICLES.c.info_code)).scalars())
 
-    def is_linked(self, info_code: str, category: str) -> bool:
-        """True if the article is stored or queued with a link to ``category``."""
-        for queued in (self._pending.get(info_code), self._in_flight.get(info_code)):
-            if queued is not None and (
-                queued.category == category or category in queued.more_categories
-            ):
-                return True
-        if self._linked is None:
-            with self._engine().connect() as conn:
-                rows = conn.execute(select(LINKS.c.info_code, LINKS.c.category))
-                self._linked = {(code, slug) for code, slug in rows}
-        return (info_code, category) in self._linked
+    def linked_pairs(self) -> set[tuple[str, str]]:
+        """Every stored (infoCode, category) link."""
+        with self._engine().connect() as conn:
+            rows = conn.execute(select(LINKS.c.info_code, LINKS.c.category))
+            return {(code, slug) for code, slug in rows}
 
-    def was_rejected(self, url: str) -> bool:
-        """True if an earlier run rejected the page at ``url`` for what it holds.
+    def rejected_paths(self) -> set[str]:
+        """URL paths of pages an earlier run rejected for what they hold.
 
-        Pages are compared by path, so a mirror on another port is the same site. A failed
-        download (reason ``DOWNLOAD_FAILED``) does not count: the next run tries it again.
+        By path, so a mirror on another port is the same site. A failed download (reason
+        ``DOWNLOAD_FAILED``) does not count: the next run tries it again.
         """
-        if self._rejected_paths is None:
-            query = select(REJECTS.c.url).distinct()
-            query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason != DOWNLOAD_FAILED)
-            with self._engine().connect() as conn:
-                self._rejected_paths = {urlsplit(u).path for u in conn.execute(query).scalars()}
-        return bool(self._rejected_paths) and urlsplit(url).path in self._rejected_paths
+        query = select(REJECTS.c.url).distinct()
+        query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason != DOWNLOAD_FAILED)
+        with self._engine().connect() as conn:
+            return {urlsplit(u).path for u in conn.execute(query).scalars()}
+
+    def is_queued(self, info_code: str) -> bool:
+        """True if the article waits in this run's next batch."""
+        return info_code in self._pending
+
+    # -- what spiders, middlewares and pipelines call ---------------------------------------
 
     def reject(
         self,
@@ -326,8 +281,6 @@ class Store:
             info_code=article.info_code,
         )
 
-    # -- what the pipelines call --------------------------------------------------------
-
     def add(self, article: Article) -> None:
         """Queue a valid article (``info_code`` set) for the next batch."""
         assert article.info_code, "validate before storing"
@@ -350,81 +303,64 @@ class Store:
         self._flush_if_due()
 
     def flush(self) -> None:
-        """Hand everything queued to the writer: articles and links in one transaction;
-        then write the rejects. With a writer process, the batch may still be on its way:
-        ``sync`` waits for it."""
+        """Write everything queued: articles, links and their files in one transaction
+        (or one per item if the database refuses the batch); then the rejects."""
         if self._pending or self._links or self._file_rows:
-            self._submit()
-        self._collect(self._writer.ready() if self._writer else [])
+            articles, links, files = list(self._pending.values()), self._links, self._file_rows
+            self._pending, self._links, self._file_rows = {}, [], []
+            self._last_flush = time.monotonic()
+            self.stats.inc_value("finews/batches")
+            self._write_batch(articles, links, files)
         self._write_rejects()
 
-    def sync(self) -> None:
-        """Flush, then wait until the writer has written every batch."""
-        self.flush()
-        if self._writer is not None:
-            self._collect(self._writer.drain())
-            self._write_rejects()
+    # -- writing ------------------------------------------------------------------------------
 
-    def _submit(self) -> None:
-        if self._writer is None:  # not opened: a store used only to read
-            self._writer = LocalWriter(self.url)
-        self._seq += 1
-        batch = Batch(
-            self._seq,
-            self.run_id,
-            list(self._pending.values()),
-            self._links,
-            self._file_rows,
-            ledger.counts_from(self.stats) if self.run_id is not None and self.owns_run else None,
-        )
-        self._pending, self._links, self._file_rows = {}, [], []
-        self._last_flush = time.monotonic()
-        self._sent[batch.seq] = batch
-        self._in_flight.update((a.info_code, a) for a in batch.articles if a.info_code)
-        self.stats.inc_value("finews/batches")
-        self._writer.submit(batch)
+    def _write_batch(
+        self, articles: list[Article], links: list[Link], files: list[dict[str, Any]]
+    ) -> None:
+        try:
+            self._count(self._write(articles, links, files))
+            return
+        except SQLAlchemyError as exc:
+            self.stats.inc_value("finews/batch_failures")
+            logger.warning(
+                "A batch of %d articles failed (%s); retrying them one by one",
+                len(articles),
+                describe_error(exc),
+            )
+        for article in articles:
+            try:
+                self._count(self._write([article], []))
+            except SQLAlchemyError as exc:
+                self.reject_item(article, "database error", describe_error(exc))
+        for link in links:
+            try:
+                self._count(self._write([], [link]))
+            except SQLAlchemyError as exc:
+                self.reject(link.url, "database error", detail=describe_error(exc),
+                            info_code=link.info_code)  # fmt: skip
+        # Recorded after the retries, with the rejects some of them became.
+        self._reject_file_rows.extend(files)
 
-    def _collect(self, reports: list[Report]) -> None:
-        """Count what the writer reports, and queue the rejects it could not store."""
-        for report in reports:
-            batch = self._sent.pop(report.seq)
-            for article in batch.articles:
-                if article.info_code and self._in_flight.get(article.info_code) is article:
-                    del self._in_flight[article.info_code]
-            if report.error is not None:
-                self._lost_batch(batch, report.error)
-                continue
-            if report.failed is not None:
-                self.stats.inc_value("finews/batch_failures")
-                logger.warning(
-                    "A batch of %d articles failed (%s); retried them one by one",
-                    len(batch.articles),
-                    report.failed,
-                )
-            for outcome in report.outcomes:
-                self._count(outcome)
-            if self._linked is not None:
-                self._linked.update(_links_written(batch, report))
-            for reject in report.rejects:
-                self.reject(reject.url, reject.reason, detail=reject.detail,
-                            excerpt=reject.excerpt, info_code=reject.info_code)  # fmt: skip
-            self._reject_file_rows.extend(report.reject_files)
-
-    def _lost_batch(self, batch: Batch, error: str) -> None:
-        """The writer failed on a batch for another reason than the database: a bug."""
-        self.storage_failed = True
-        self.stats.inc_value("finews/errors")
-        logger.error(
-            "Could not write a batch of %d articles: the writer failed.\n%s",
-            len(batch.articles),
-            error.rstrip(),
-        )
-        detail = error.strip().splitlines()[-1][:500] if error.strip() else None
-        for article in batch.articles:
-            self.reject_item(article, "storage error", detail)
-        for link in batch.links:
-            self.reject(link.url, "storage error", detail=detail, info_code=link.info_code)
-        self._reject_file_rows.extend(batch.files)
+    def _write(
+        self, articles: list[Article], links: list[Link], files: list[dict[str, Any]] | None = None
+    ) -> Outcome:
+        with self._engine().begin() as conn:
+            outcome = write_batch(
+                conn,
+                articles,
+                links,
+                run_id=self.run_id,
+                now=now(),
+                known_categories=self._categories,
+            )
+            sources.write(conn, files or [], run_id=self.run_id, now=now())
+            if self.run_id is not None:  # progress, so a killed run still says how far it got
+                ledger.record_counts(conn, self.run_id, ledger.counts_from(self.stats))
+        # Only once committed: a rolled-back category must be written again.
+        for slug, outlet in outcome.categories.items():
+            self._categories[slug] = outlet or self._categories.get(slug)
+        return outcome
 
     def _count(self, outcome: Outcome) -> None:
         for key, codes in (
@@ -435,8 +371,6 @@ class Store:
         ):
             if codes:
                 self.stats.inc_value(key, len(codes))
-        if self._stored_codes is not None:
-            self._stored_codes.update(outcome.stored)
         for link in outcome.orphans:
             self.reject(
                 link.url,
@@ -502,9 +436,6 @@ class Store:
     def _tick(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
-        elif self._writer is not None:  # the writer's reports, counted while the crawl waits
-            self._collect(self._writer.ready())
-            self._write_rejects()
 
     def _start_timer(self) -> None:
         # Only inside a running crawl: importing the reactor elsewhere would install one.
@@ -528,26 +459,6 @@ class Store:
         return self.engine
 
 
-def _links_written(batch: Batch, report: Report) -> set[tuple[str, str]]:
-    """(infoCode, category) of the links a reported batch wrote."""
-    written = {code for o in report.outcomes for code in (*o.stored, *o.updated, *o.unchanged)}
-    orphans = {(link.info_code, link.category) for o in report.outcomes for link in o.orphans}
-    pairs = {(link.info_code, link.category) for link in batch.links}
-    for article in batch.articles:
-        if article.info_code in written:
-            categories = [article.category, *article.more_categories] if article.category else []
-            pairs.update((article.info_code, slug) for slug in categories)
-    rejected = {reject.info_code for reject in report.rejects}
-    return {pair for pair in pairs - orphans if pair[0] not in rejected}
-
-
-def writer_setting(value: Any) -> str:
-    """FINEWS_STORE_WRITER as a writer kind: true "process", false "local", None auto."""
-    if value is None or value == "":
-        return "process" if (os.cpu_count() or 1) > 1 else "local"
-    return "process" if parse_flag(value) else "local"
-
-
 class StorePipeline:
     """Queues each valid, first-seen article for the store's next batch."""
 
@@ -567,4 +478,4 @@ class StorePipeline:
         return item
 
     def close_spider(self) -> None:
-        self.store.sync()  # the crawl ends when its articles are written, not before
+        self.store.flush()  # the crawl ends when its articles are written, not before

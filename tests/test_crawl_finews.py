@@ -109,14 +109,8 @@ def runs(db_url: str) -> list[CrawlRun]:
         engine.dispose()
 
 
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "two-processes"])
-def test_first_second_and_third_crawl(
-    site: MirrorSite, db_url: str, tmp_path: Path, processes: int
-):
-    """Also split over two crawl processes (crawler.shards): the same rows, the same
-    downloads, one ledger row per run with the counts of both."""
+def test_first_second_and_third_crawl(site: MirrorSite, db_url: str, tmp_path: Path):
     lock = tmp_path / "crawl.lock"
-    split = ("-s", f"FINEWS_CRAWL_PROCESSES={processes}")
     expected = expected_from(site)
     categories = {p.category for p in site.manifest.posts}
     synthetic = [p for p in site.manifest.posts if p.source.startswith("synthetic:")]
@@ -126,7 +120,7 @@ def test_first_second_and_third_crawl(
 
     with MirrorServer(site.root) as server:
         # 1. The first crawl stores everything once.
-        first = run_cron(db_url, server.url, lock, *split)
+        first = run_cron(db_url, server.url, lock)
         assert first.returncode == 0, first.stderr[-3000:]
         requested = Counter(post_paths(server.paths(None)))
         assert max(requested.values()) == 1, "a post page was downloaded twice"
@@ -138,14 +132,11 @@ def test_first_second_and_third_crawl(
         assert all(code_of[path] in fetched_codes for path in unfetched), unfetched
         check_stored(db_url, expected, server.url)
         assert first.stats["finews/stored"] == len(expected.articles)
-        if processes > 1:  # the second process did its share, and it was counted
-            assert first.stats["robotstxt/request_count"] == processes, first.stderr[-3000:]
-            assert "Crawling in 2 processes" in first.stderr
 
         # 2. Unchanged mirror: home and category pages only, no row changes.
         before = table_rows(db_url, *DATA_TABLES)
         server.clear()
-        second = run_cron(db_url, server.url, lock, *split)
+        second = run_cron(db_url, server.url, lock)
         assert second.returncode == 0, second.stderr[-3000:]
         assert post_paths(server.paths(None)) == []
         pages = 1 + 1 + len(categories)  # robots.txt, home, one page per category
@@ -161,13 +152,11 @@ def test_first_second_and_third_crawl(
         new_paths = {p.path for p in site.manifest.posts} - known
         assert len(new_paths) == 30
         server.clear()
-        third = run_cron(db_url, server.url, lock, *split)
+        third = run_cron(db_url, server.url, lock)
         assert third.returncode == 0, third.stderr[-3000:]
         assert sorted(post_paths(server.paths(None))) == sorted(new_paths)
         categories = {p.category for p in site.manifest.posts}
-        # robots.txt once per process that fetched something.
-        robots = third.stats["robotstxt/request_count"]
-        assert third.stats["downloader/request_count"] == robots + 1 + len(categories) + 30
+        assert third.stats["downloader/request_count"] == 1 + 1 + len(categories) + 30
         assert third.stats["finews/stored"] == 30
         check_stored(db_url, expected_from(site), server.url)
 
@@ -247,8 +236,6 @@ from scrapy.utils.project import get_project_settings
 
 settings = get_project_settings()
 settings.set("FINEWS_DATABASE_URL", sys.argv[1])
-settings.set("FINEWS_PAGE_WORKERS", 1)
-settings.set("FINEWS_STORE_WRITER", True)
 settings.set("FINEWS_STORE_BATCH_SIZE", 10)
 settings.set("TELNETCONSOLE_ENABLED", False)
 settings.set("AUTOTHROTTLE_START_DELAY", 0)
@@ -260,7 +247,6 @@ print("SCRIPT RAN", flush=True)
 
 
 def test_a_script_without_a_main_guard_crawls_once(tmp_path: Path, sqlite_url: str):
-    # Page workers and the writer are new interpreters: they never run the script again.
     site = MirrorSite(tmp_path / "site", synthetic_files(30, seed=12))
     site.build()
     script = tmp_path / "my_crawl.py"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import codecs
 import re
 from datetime import datetime
 
 import lxml.html
 import pytest
-from w3lib.encoding import html_to_unicode
 
-from crawler.pages import ExtractionError, decode_html
+from crawler.pages import ExtractionError
 from crawler.pages.body import HTML_PARSER
 from crawler.pages.page import LANDMARK_XPATHS, _landmarks, parse_page
 from crawler.pages.post import parse_post
@@ -128,33 +126,3 @@ def test_landmarks_are_what_their_xpaths_select():
         )
         assert _landmarks(root) == expected
     assert _landmarks(root)[0].text == "2"
-
-
-@pytest.mark.parametrize(
-    "content_type",
-    [
-        "text/html; charset=utf-8",
-        "text/html; charset=UTF-8",
-        "text/html; charset=gbk",
-        "text/html; charset=gb2312",
-        'text/html; foo="charset=latin-1"; charset=utf-8',
-        "text/html; charset=utf-16",
-        "text/html; charset=no-such-codec",
-        "text/html",
-        None,
-    ],
-)
-@pytest.mark.parametrize(
-    "body",
-    [
-        '<meta charset="gbk"><p>中文 ok</p>'.encode("gb18030"),
-        "<p>中文 ok</p>".encode(),
-        codecs.BOM_UTF8 + "<p>中文</p>".encode(),
-        codecs.BOM_UTF16_LE + "<p>中文</p>".encode("utf-16-le"),
-        "<p>中文</p>".encode("utf-16-be"),
-        b"\xff\xfe\x00\x00broken \x80\x81",
-        b"",
-    ],
-)
-def test_pages_decode_as_w3lib_decodes_them(body, content_type):
-    assert decode_html(body, content_type) == html_to_unicode(content_type, body)[1]

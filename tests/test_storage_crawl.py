@@ -49,7 +49,7 @@ class ItemsSpider(Spider):
         if self.scenario == "broken":
             raise RuntimeError("start failed on purpose")
         store = self.crawler.finews_store
-        print("CHECK known_before", store.is_stored("NW202204272361734680"), flush=True)
+        print("CHECK known_before", "NW202204272361734680" in store.stored_codes(), flush=True)
         yield make_article()
         yield make_article(category="emnews", url="https://finews.withounder.com/emnews/x.html")
         yield make_article(None, published_at=None, title="", paragraphs=[], digest=None,

@@ -7,9 +7,8 @@ input raises ``ExtractionError`` with a human-readable reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 
-from w3lib.encoding import html_to_unicode, http_content_type_encoding, read_bom, to_unicode
+from w3lib.encoding import html_to_unicode
 
 
 def content_type_of(headers: Mapping | None) -> str | None:
@@ -23,25 +22,12 @@ def content_type_of(headers: Mapping | None) -> str | None:
 
 
 def decode_html(body: bytes | str, content_type: str | None = None) -> str:
-    """An HTML body as text, decoded exactly as Scrapy's ``response.text`` decodes it
-    (header charset, BOM, ``<meta charset>``; w3lib maps gb2312/gbk to gb18030).
-
-    A body without a BOM under a header that names its charset, every page of the site,
-    takes ``html_to_unicode``'s own path for that case with the header's charset worked
-    out once per header value instead of once per page."""
+    """An HTML body as text, decoded as Scrapy's ``response.text`` decodes it (w3lib:
+    header charset, BOM, ``<meta charset>``; gb2312/gbk read as gb18030). Text is returned
+    as it is: in a crawl the parsers are given ``response.text``."""
     if isinstance(body, str):
         return body
-    encoding = _header_charset(content_type) if content_type else None
-    if encoding is not None and read_bom(body) == (None, None):
-        return to_unicode(body, encoding)
     return html_to_unicode(content_type, body)[1]
-
-
-@lru_cache(maxsize=64)
-def _header_charset(content_type: str) -> str | None:
-    """The charset ``html_to_unicode`` decodes with for this Content-Type (no BOM)."""
-    encoding = http_content_type_encoding(content_type)
-    return f"{encoding}-be" if encoding in ("utf-16", "utf-32") else encoding
 
 
 class ExtractionError(ValueError):
