@@ -1,36 +1,44 @@
-"""Crawl throughput: a bare Scrapy spider against the full ``finews`` pipeline, side by side.
+"""Crawl throughput: a bare Scrapy spider, the full ``finews`` crawl, and the full crawl as
+two scrapy-redis workers, side by side.
 
 One synthetic mirror (FINEWS_BENCH_POSTS posts, default 5,000, in 50 categories) is served
 by a fast static server, then crawled in alternating runs (FINEWS_BENCH_REPEATS rounds):
 
-- **bare**: a spider that requests the same URLs (robots.txt, home, every category page
-  and every post page) and does nothing with the responses;
-- **full**: ``scrapy crawl finews`` with extraction, validation, dedupe and storage into a
-  fresh SQLite file, split over FINEWS_BENCH_PROCESSES crawl processes (default: one per
-  core, at most 4; ``crawler.shards``): Scrapy keeps one core busy per process, and a
-  crawl of a fast site is bound by that;
-- **full, one process** (diagnostic): the same crawl with FINEWS_CRAWL_PROCESSES=1, the
-  default, where page reading and writes go to helper processes instead.
+- **bare**: one process, a spider that requests the same URLs (robots.txt, home, every
+  category page and every post page) and does nothing with the responses;
+- **full**: one process, ``scrapy crawl finews`` with extraction, validation, dedupe and
+  storage into a fresh SQLite file;
+- **workers**: the same crawl as two ``scrapy crawl finews`` workers of one scrapy-redis
+  job (``crawler.scaleout``), sharing a Redis queue and dupefilter, storing into one
+  fresh SQLite file.
 
-All run with the project's settings and the same overrides (AutoThrottle off, 32
-concurrent requests in all, shared between a split crawl's processes: the point is the
-ceiling, not politeness). The figure is pages per second over the spider's lifetime
-(Scrapy's ``elapsed_time_seconds``, the first process's: it opens first and closes last);
-the median of the rounds' ratios is the pipeline's cost (target: full >= 0.85 x bare).
-CPU milliseconds per page of the crawl processes are printed too (page workers and the
-writer process are not counted there).
+All run with the project's settings and the same overrides: AutoThrottle off and 32
+concurrent requests in all (divided between the workers, as the scale-out does for
+politeness). The point is the ceiling, not politeness. A run's rate is the pages it
+received over the time from the first process's spider opening to the last response any
+of its processes received (so a worker's idle wait before it closes is not counted).
+Targets on the 2-core reference machine, medians of the rounds: full >= 0.5 x bare (both
+one process), workers >= 1.6 x full. CPU milliseconds per page are printed for every
+process involved: the crawl processes, the static server and Redis.
+
+``FINEWS_BENCH_GC=1`` adds a full crawl with the garbage-collector tuning off
+(FINEWS_GC_THRESHOLD=0) to each round; ``FINEWS_BENCH_PROFILE=1`` ends with one full crawl
+under cProfile and prints where its time per page goes (Scrapy and Twisted, parsing,
+items, storage, the rest).
 
 The static server is nginx when it is installed, or can be (``apt-get install nginx`` as
 root, unless FINEWS_BENCH_INSTALL_NGINX=0); otherwise the Python mirror server in its own
-process, with a warning: it steals CPU from the crawl (shared/PERF.md) and lowers both.
+process, with a warning: it steals CPU from the crawl and lowers every rate. Redis is a
+``redis-server`` the benchmark starts on a free port (FINEWS_BENCH_REDIS_URL to use another).
 
-``python -m tests.bench crawl`` or ``make bench``.
+``python -m tests.bench crawl`` or ``make bench-crawl``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pstats
 import re
 import shutil
 import socket
@@ -39,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,10 +59,11 @@ from crawler.pages.site import category_url
 from fixtures.server import MirrorSite, synthetic_files
 
 POSTS = int(os.environ.get("FINEWS_BENCH_POSTS", "5000"))
-PROCESSES = int(os.environ.get("FINEWS_BENCH_PROCESSES", "0")) or min(4, os.cpu_count() or 1)
 REPEATS = int(os.environ.get("FINEWS_BENCH_REPEATS", "3"))
-CATEGORIES = 49  # outlet categories; with emnews, 50 category pages as in PERF.md
-TARGET = 0.85
+WORKERS = 2
+CATEGORIES = 49  # outlet categories; with emnews, 50 category pages
+FULL_TARGET = 0.5  # full / bare, one process each
+WORKERS_TARGET = 1.6  # two workers / one full process
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = {
     "AUTOTHROTTLE_ENABLED": "False",
@@ -87,7 +98,8 @@ class BareSpider(Spider):
 
 
 class CpuTime:
-    """Extension: the crawl process's CPU time from spider open to close, as a stat."""
+    """Extension: the process's CPU time from spider open to close, and the wall-clock
+    moments of the spider's opening and of the last response, as stats."""
 
     def __init__(self, crawler) -> None:
         from scrapy import signals
@@ -95,6 +107,7 @@ class CpuTime:
         self.crawler = crawler
         self.started = 0.0
         crawler.signals.connect(self.opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.received, signal=signals.response_received)
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
 
     @classmethod
@@ -103,11 +116,22 @@ class CpuTime:
 
     def opened(self) -> None:
         self.started = time.process_time()
+        self.crawler.stats.set_value("bench/opened", time.time())
+
+    def received(self) -> None:
+        self.crawler.stats.set_value("bench/last_response", time.time())
 
     def closed(self) -> None:
         elapsed = time.process_time() - self.started
-        # Added: a split crawl's other processes have added theirs (crawler.shards).
-        self.crawler.stats.inc_value("bench/cpu_ms", round(elapsed * 1000))
+        self.crawler.stats.set_value("bench/cpu_ms", round(elapsed * 1000))
+
+
+@dataclass(frozen=True)
+class Run:
+    rate: float  # pages per second, over all the run's processes
+    cpu: float  # CPU milliseconds per page, crawl processes
+    server_cpu: float  # CPU milliseconds per page, the static server
+    redis_cpu: float  # CPU milliseconds per page, Redis (workers only)
 
 
 def main() -> None:
@@ -126,90 +150,243 @@ def main() -> None:
             f"built in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        with static_server(site.root, work) as (base_url, server_name):
-            print(f"   static server: {server_name} at {base_url}", flush=True)
+        with (
+            static_server(site.root, work) as (base_url, server_name, server_pids),
+            redis(work) as (redis_url, redis_cpu),
+        ):
+            print(f"   static server: {server_name} at {base_url}; Redis at {redis_url}")
             root = base_url.rstrip("/")
             urls = [root + "/", *(category_url(root, s) for s in slugs)]
             urls += [root + p.path for p in manifest.posts]
             (work / "urls.txt").write_text("\n".join(urls) + "\n")
             (work / "bare.py").write_text(BARE_SPIDER)
-            bare: list[Run] = []
-            full: list[Run] = []
-            single: list[Run] = []
+            kinds = ["bare", "full", "workers"]
+            if os.environ.get("FINEWS_BENCH_GC") == "1":
+                kinds.append("full-gc-off")
+            runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
+            context = Context(work, base_url, len(urls), server_pids, redis_url, redis_cpu)
             for n in range(REPEATS):
-                bare.append(crawl(work, "bare", base_url, len(urls)))
-                single.append(crawl(work, "single", base_url, len(urls), n))
-                full.append(crawl(work, "full", base_url, len(urls), n))
+                for kind in kinds:
+                    runs[kind].append(context.crawl(kind, n))
+                line = "   ".join(f"{k} {runs[k][-1].rate:5.0f}" for k in kinds)
+                full, bare, workers = runs["full"][-1], runs["bare"][-1], runs["workers"][-1]
                 print(
-                    f"   round {n + 1}: bare {bare[-1].rate:5.0f} pages/s ({bare[-1].cpu:.2f} ms "
-                    f"CPU/page)   one process {single[-1].rate:5.0f} ({single[-1].cpu:.2f})"
-                    f"   full {full[-1].rate:5.0f} ({full[-1].cpu:.2f})"
-                    f"   ratio {full[-1].rate / bare[-1].rate:.2f}",
+                    f"   round {n + 1}: {line} pages/s   full/bare {full.rate / bare.rate:.2f}"
+                    f"   workers/full {workers.rate / full.rate:.2f}",
                     flush=True,
                 )
-        ratio = statistics.median(f.rate / b.rate for f, b in zip(full, bare, strict=True))
-        single_ratio = statistics.median(u.rate / b.rate for u, b in zip(single, bare, strict=True))
-        verdict = "ok" if ratio >= TARGET else "BELOW TARGET"
-        for name, runs in (
-            ("bare Scrapy spider    ", bare),
-            ("full, one process     ", single),
-            ("full pipeline (SQLite)", full),
-        ):
-            rate = statistics.median(r.rate for r in runs)
-            cpu = statistics.median(r.cpu for r in runs)
-            print(f"   {name} : {rate:6.0f} pages/s, {cpu:.2f} ms CPU/page in crawl processes")
-        print(f"   one process / bare     : {single_ratio:6.2f}   (FINEWS_CRAWL_PROCESSES=1, the "
-              "default: page reading and writes in helper processes)")  # fmt: skip
-        print(f"   ratio full / bare      : {ratio:6.2f}   (median of {REPEATS} rounds, "
-              f"{PROCESSES} crawl processes; target >= {TARGET}: {verdict})")  # fmt: skip
-        print(f"   served by              : {server_name}")
+            if os.environ.get("FINEWS_BENCH_PROFILE") == "1":
+                profile(context)
+        report(runs, server_name)
 
 
-@dataclass(frozen=True)
-class Run:
-    rate: float  # pages per second
-    cpu: float  # CPU milliseconds per page, crawl processes only (all of a split crawl)
-
-
-def crawl(work: Path, kind: str, base_url: str, pages: int, n: int = 0) -> Run:
-    """One crawl's rate and CPU cost, from Scrapy's own stats; checks it fetched them all."""
-    settings = [arg for key, value in OVERRIDES.items() for arg in ("-s", f"{key}={value}")]
-    # The project's extensions (both crawls get them) plus the CPU clock.
-    extensions = {**project_settings.EXTENSIONS, "tests.bench_crawl.CpuTime": 0}
-    settings += ["-s", f"EXTENSIONS={json.dumps(extensions)}"]
-    if kind == "bare":
-        command = ["runspider", str(work / "bare.py"), "-a", f"urls={work / 'urls.txt'}"]
-    else:
-        database = work / f"{kind}-{n}.db"
-        processes = PROCESSES if kind == "full" else 1
-        command = ["crawl", "finews", "-a", f"base_url={base_url}",
-                   "-s", f"FINEWS_DATABASE_URL=sqlite:///{database}",
-                   "-s", f"FINEWS_CRAWL_PROCESSES={processes}"]  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", *command, *settings],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    dump = result.stderr.rpartition("Dumping Scrapy stats:")[2]
-    stats = {key: float(value) for key, value in _STAT.findall(dump)}
-    fetched = stats.get("downloader/response_status_count/200", 0)
-    if result.returncode != 0 or fetched < pages:
-        raise SystemExit(
-            f"the {kind} crawl fetched {fetched:.0f} of {pages} pages:\n{result.stderr[-3000:]}"
+def report(runs: dict[str, list[Run]], server_name: str) -> None:
+    labels = {
+        "bare": "bare Scrapy spider, 1 process",
+        "full": "full crawl, 1 process",
+        "workers": f"full crawl, {WORKERS} redis workers",
+        "full-gc-off": "full crawl, 1 process, GC tuning off",
+    }
+    for kind, label in labels.items():
+        if kind not in runs:
+            continue
+        rate = statistics.median(r.rate for r in runs[kind])
+        cpu = statistics.median(r.cpu for r in runs[kind])
+        server = statistics.median(r.server_cpu for r in runs[kind])
+        extra = f", Redis {statistics.median(r.redis_cpu for r in runs[kind]):.2f}"
+        print(
+            f"   {label:38}: {rate:6.0f} pages/s; CPU ms/page: crawl {cpu:.2f}, "
+            f"server {server:.2f}{extra if kind == 'workers' else ''}"
         )
-    responses = stats["response_received_count"]
-    return Run(responses / stats["elapsed_time_seconds"], stats["bench/cpu_ms"] / responses)
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x.rate / y.rate for x, y in zip(runs[a], runs[b], strict=True))
+
+    full, workers = ratio("full", "bare"), ratio("workers", "full")
+    print(f"   full / bare            : {full:5.2f}   (median of {REPEATS} rounds; target >= "
+          f"{FULL_TARGET}: {'ok' if full >= FULL_TARGET else 'BELOW TARGET'})")  # fmt: skip
+    print(f"   {WORKERS} workers / full      : {workers:5.2f}   (target >= {WORKERS_TARGET}: "
+          f"{'ok' if workers >= WORKERS_TARGET else 'BELOW TARGET'})")  # fmt: skip
+    if "full-gc-off" in runs:
+        print(f"   full / full, GC off    : {ratio('full', 'full-gc-off'):5.2f}   "
+              "(FINEWS_GC_THRESHOLD's gain)")  # fmt: skip
+    print(f"   served by              : {server_name}")
+
+
+@dataclass
+class Context:
+    work: Path
+    base_url: str
+    pages: int
+    server_pids: list[int]
+    redis_url: str
+    redis_cpu: object  # () -> float, Redis's CPU seconds so far
+
+    def command(self, kind: str, n: int, database: Path | None = None) -> list[str]:
+        settings = [arg for key, value in OVERRIDES.items() for arg in ("-s", f"{key}={value}")]
+        extensions = {**project_settings.EXTENSIONS, "tests.bench_crawl.CpuTime": 0}
+        if kind == "bare":
+            command = [
+                "runspider",
+                str(self.work / "bare.py"),
+                "-a",
+                f"urls={self.work / 'urls.txt'}",
+            ]
+        else:
+            database = database or self.work / f"{kind}-{n}.db"
+            command = ["crawl", "finews", "-a", f"base_url={self.base_url}",
+                       "-s", f"FINEWS_DATABASE_URL=sqlite:///{database}"]  # fmt: skip
+        if kind == "full-gc-off":
+            settings += ["-s", "FINEWS_GC_THRESHOLD=0"]
+        settings += ["-s", f"EXTENSIONS={json.dumps(extensions)}"]
+        return [sys.executable, "-m", "scrapy", *command, *settings]
+
+    def crawl(self, kind: str, n: int) -> Run:
+        """One run's rate and CPU cost, from Scrapy's own stats; checks it fetched them all."""
+        server_before = cpu_seconds(self.server_pids)
+        redis_before = self.redis_cpu()
+        if kind == "workers":
+            job = f"bench-{uuid.uuid4().hex[:8]}"
+            scale = ["-s", f"FINEWS_REDIS_URL={self.redis_url}", "-s", f"FINEWS_JOB={job}",
+                     "-s", f"FINEWS_WORKERS={WORKERS}", "-s", "FINEWS_IDLE_CLOSE=2"]  # fmt: skip
+            database = self.work / f"workers-{n}.db"
+            # The schema first, so that the workers do not race to create it.
+            migrate = [sys.executable, "-m", "schema.migrate"]
+            subprocess.run(migrate, cwd=ROOT, env=self.env(database), check=True,
+                           capture_output=True)  # fmt: skip
+            processes = [
+                self.start(self.command(kind, n, database) + scale) for _ in range(WORKERS)
+            ]
+        else:
+            processes = [self.start(self.command(kind, n))]
+        stats = [self.finish(kind, process) for process in processes]
+        total = Counter[str]()
+        for one in stats:
+            total.update(one)
+        fetched = total["downloader/response_status_count/200"]
+        if fetched < self.pages:
+            raise SystemExit(f"the {kind} crawl fetched {fetched:.0f} of {self.pages} pages")
+        span = max(s["bench/last_response"] for s in stats) - min(s["bench/opened"] for s in stats)
+        responses = total["response_received_count"]
+        server = (cpu_seconds(self.server_pids) - server_before) * 1000 / responses
+        redis_ms = (self.redis_cpu() - redis_before) * 1000 / responses
+        return Run(responses / span, total["bench/cpu_ms"] / responses, server, redis_ms)
+
+    def env(self, database: Path | None = None) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if database is not None:
+            env["FINEWS_DATABASE_URL"] = f"sqlite:///{database}"
+        return env
+
+    def start(self, command: list[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def finish(self, kind: str, process: subprocess.Popen[str]) -> dict[str, float]:
+        _, stderr = process.communicate(timeout=1800)
+        dump = stderr.rpartition("Dumping Scrapy stats:")[2]
+        stats = {key: float(value) for key, value in _STAT.findall(dump)}
+        if process.returncode != 0 or "bench/last_response" not in stats:
+            raise SystemExit(f"the {kind} crawl failed:\n{stderr[-3000:]}")
+        return stats
+
+
+# -- where the time goes ---------------------------------------------------------------------
+
+# Where a function's own time is counted, by the path of its source file (first match).
+PARTS = (
+    ("storage", ("/pipelines/", "/sqlalchemy/", "/schema/", "sqlite3", "/alembic/")),
+    (
+        "items",
+        (
+            "/itemloaders/",
+            "/itemadapter/",
+            "crawler/loaders.py",
+            "crawler/processors.py",
+            "crawler/items.py",
+        ),
+    ),
+    ("parsing", ("/crawler/pages/", "lxml", "/parsel/", "/w3lib/", "/nh3/", "/html/")),
+    ("Scrapy and Twisted", ("/scrapy/", "/twisted/", "/asyncio/", "/pydispatch/", "selectors")),
+)
+
+
+def profile(context: Context) -> None:
+    """One full crawl under cProfile: its own time per page by part."""
+    out = context.work / "full.prof"
+    command = context.command("full", 99)
+    command[1:3] = ["-m", "cProfile", "-o", str(out), "-m", "scrapy"]
+    process = context.start(command)
+    context.finish("profiled", process)
+    stats = pstats.Stats(str(out))
+    parts: Counter[str] = Counter()
+    for (filename, _, name), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{filename}:{name}"
+        part = next((p for p, marks in PARTS if any(m in where for m in marks)), "the rest")
+        parts[part] += tottime
+    total = sum(parts.values())
+    print(f"   profile of one full crawl ({context.pages} pages, cProfile's own overhead "
+          "included):")  # fmt: skip
+    for part, seconds in parts.most_common():
+        print(f"     {part:20} {seconds * 1000 / context.pages:5.2f} ms/page  "
+              f"{seconds / total:5.1%}")  # fmt: skip
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the processes (and their children, for nginx's workers)."""
+    total = 0.0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@contextmanager
+def redis(work: Path) -> Iterator[tuple[str, object]]:
+    """(URL, CPU-seconds function) of a Redis for the workers: a redis-server of our own on
+    a free port, or FINEWS_BENCH_REDIS_URL."""
+    import redis as redis_client
+
+    url = os.environ.get("FINEWS_BENCH_REDIS_URL")
+    process = None
+    if url is None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SystemExit("redis-server is not installed: apt-get install redis-server, or "
+                             "set FINEWS_BENCH_REDIS_URL")  # fmt: skip
+        port = free_port()
+        process = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(work)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(port, process)
+        url = f"redis://127.0.0.1:{port}/0"
+    client = redis_client.Redis.from_url(url)
+
+    def used_cpu() -> float:
+        info = client.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    try:
+        yield url, used_cpu
+    finally:
+        client.close()
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 # -- static servers ------------------------------------------------------------------------------
 
 
 @contextmanager
-def static_server(root: Path, work: Path) -> Iterator[tuple[str, str]]:
-    """(base URL, server description) of a static server for ``root``, stopped on exit."""
+def static_server(root: Path, work: Path) -> Iterator[tuple[str, str, list[int]]]:
+    """(base URL, server description, its pids) of a static server for ``root``."""
     nginx = find_nginx()
     port = free_port()
     if nginx:
@@ -220,7 +397,7 @@ def static_server(root: Path, work: Path) -> Iterator[tuple[str, str]]:
     else:
         print(
             "   WARNING: nginx is not installed; serving with the Python mirror server, which "
-            "takes CPU from the crawl: both rates are lower and the ratio less telling.",
+            "takes CPU from the crawl: every rate is lower and the ratios less telling.",
             flush=True,
         )
         process = subprocess.Popen(
@@ -230,7 +407,11 @@ def static_server(root: Path, work: Path) -> Iterator[tuple[str, str]]:
         name = "the Python mirror server (fixtures.server), nginx unavailable"
     try:
         wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}/", name
+        pids = [process.pid]
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        if children.exists():
+            pids += [int(pid) for pid in children.read_text().split()]
+        yield f"http://127.0.0.1:{port}/", name, pids
     finally:
         process.terminate()
         process.wait(timeout=10)
