@@ -42,7 +42,7 @@ def parse_flag(value: object) -> bool:
 
 # --- time -------------------------------------------------------------------
 
-# Exact formats first: strptime costs microseconds, dateparser milliseconds (PERF.md).
+# Exact formats first: strptime costs microseconds, dateparser milliseconds (docs/performance.md).
 _TIME_FORMATS = (
     "%Y-%m-%d %H:%M:%S %z",
     "%Y-%m-%d %H:%M:%S",
@@ -180,7 +180,7 @@ def parse_source_line(text: str | None) -> str | None:
 
 # --- securities ---------------------------------------------------------------
 
-# Eastmoney market id -> (kind, symbol suffix). See README "Stock symbols".
+# Eastmoney market id -> (kind, symbol suffix): docs/site.md, README "Stock codes".
 MARKETS: dict[str, tuple[str, str]] = {
     "0": ("stock", ".SZ"),  # Shenzhen; Beijing codes get .BJ (see stock_symbol)
     "1": ("stock", ".SH"),

@@ -26,7 +26,7 @@ ROUNDS = 5
 
 def _rate(work: Callable[[], int], rounds: int = ROUNDS) -> tuple[float, float]:
     """(best, median) items/s over ``rounds`` passes: this shared VM's steal time makes
-    single passes swing by ±30% (PERF.md), and the best pass is the least disturbed."""
+    single passes swing by ±30% (docs/performance.md), and the best pass is the least disturbed."""
     work()  # warm caches and imports outside the timing
     rates = []
     for _ in range(rounds):

@@ -1,4 +1,4 @@
-"""The fixture mirror renders post files into the site exactly as SITE.md describes it."""
+"""The fixture mirror renders post files into the site exactly as docs/site.md describes it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from fixtures.mirror import build_site, main, render_markdown, render_post
 from fixtures.synth import generate, write
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus" / "posts"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/posts")
 
 CST = timezone(timedelta(hours=8))
 OUTLET_POST = "2022-04-27-NW202204272361734680.md"

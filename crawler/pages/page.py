@@ -1,6 +1,6 @@
 """Parse one rendered post page of the site into an ``Article``.
 
-The site's traps (SITE.md): the header's ``<h1>`` is the site title, and ``og:description``
+The site's traps (docs/site.md): the header's ``<h1>`` is the site title, and ``og:description``
 pastes the whole article HTML unescaped into ``<head>``, so the article text also spills
 into an implicit early ``<body>``. Only the ``<section>`` of ``div.wrapper`` is content.
 

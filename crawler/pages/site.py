@@ -1,6 +1,6 @@
 """The site's link rules and its listing pages: which URLs are the site, and what they are.
 
-The site (SITE.md) is the host finews.withounder.com, earlier finews.zning.me; post bodies
+The site (docs/site.md) is the host finews.withounder.com, earlier finews.zning.me; post bodies
 link to it protocol-relative (``//finews.withounder.com/category/x.html``) or relative
 (``../emnews/``). A crawl may point at a mirror (``base_url``): every link to one of the
 site's host names is then taken to the same path on the mirror. Anything else (Eastmoney
