@@ -3,6 +3,11 @@
 The row is closed whatever the end: finished, interrupted (Ctrl-C), failed (storage could
 not write, start errors) or stopped early by a CLOSESPIDER_* limit. Counts come from the
 crawl's stats, under the ``finews/…`` keys the pipelines increment.
+
+A process killed outright (SIGKILL, the OOM killer) cannot close its row: it stays
+``running`` with the progress counts last recorded. ``scrapy cron`` closes the rows its
+dead workers left (``close_abandoned``) and records each worker's exit status
+(``record_exit_status``).
 """
 
 from __future__ import annotations
@@ -59,8 +64,15 @@ def counts_from(stats: Stats) -> dict[str, int]:
 
 
 def open_run(
-    engine: Engine, *, spider: str, mode: str, arguments: dict[str, Any], now: datetime
+    engine: Engine,
+    *,
+    spider: str,
+    mode: str,
+    arguments: dict[str, Any],
+    now: datetime,
+    job: str | None = None,
 ) -> int:
+    """Insert the run's row, ``running``; ``job`` names the scaled-out crawl it is a worker of."""
     row = {
         "spider": spider,
         "mode": mode,
@@ -70,6 +82,7 @@ def open_run(
         "pid": os.getpid(),
         "started_at": now,
         "status": "running",
+        "job": job,
     }
     with engine.begin() as conn:
         return int(conn.execute(insert(RUNS).values(row).returning(RUNS.c.id)).scalar_one())
@@ -100,3 +113,21 @@ def close_run(
         values["exit_status"] = exit_status
     with engine.begin() as conn:
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values))
+
+
+def record_exit_status(engine: Engine, run_id: int, exit_status: int) -> None:
+    """Set the row's exit status, after the row was closed (a job is judged after its rows)."""
+    with engine.begin() as conn:
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(exit_status=exit_status))
+
+
+def close_abandoned(engine: Engine, run_id: int, *, reason: str, now: datetime) -> bool:
+    """Close as ``failed`` a row its process left ``running`` (it died); the progress counts
+    stay as last recorded. False if the row was not running (its process closed it)."""
+    query = (
+        update(RUNS)
+        .where(RUNS.c.id == run_id, RUNS.c.status == "running")
+        .values(status="failed", close_reason=reason, finished_at=now)
+    )
+    with engine.begin() as conn:
+        return conn.execute(query).rowcount == 1

@@ -58,8 +58,11 @@ class CrawlRun(Base):
     skipped: Mapped[int] = mapped_column(server_default=text("0"))
     errors: Mapped[int] = mapped_column(server_default=text("0"))
     exit_status: Mapped[int | None]  # the process exit status, where the caller records one
+    # FINEWS_JOB of a scaled-out crawl (FINEWS_REDIS_URL set): one row per worker of the job.
+    job: Mapped[str | None] = mapped_column(String(100))
 
-    __table_args__ = (Index(None, "started_at"),)
+    # "The runs of job X, newest first": job -> started_at.
+    __table_args__ = (Index(None, "started_at"), Index(None, "job", "started_at"))
 
 
 class Category(Base):
