@@ -2,19 +2,37 @@
 
 For cron and systemd timers (README, "Scheduled crawl"). It
 
-1. takes the lock FINEWS_LOCK_FILE, so two runs never overlap: a second run exits at
-   once, naming the lock (status 75, EX_TEMPFAIL: "try again later");
+1. takes the lock, so two runs of a job never overlap: a second run exits at once,
+   naming the lock and the run holding it (status 75, EX_TEMPFAIL: "try again later").
+   Without FINEWS_REDIS_URL the lock is the file FINEWS_LOCK_FILE (one machine). With it,
+   the lock is the Redis key ``finews:{FINEWS_JOB}:lock``, so no two machines run the same
+   job: taken without waiting, with a time-out of FINEWS_LOCK_TIMEOUT seconds (600)
+   renewed every third of it while the run lasts, released at the end whatever happens;
 2. checks that the database answers (FINEWS_DB_CONNECT_TIMEOUT) and is at the newest
    schema, before anything is fetched;
-3. runs ``finews`` with the given ``-a`` arguments (incremental by default);
-4. judges the run, prints one line saying how it went, records the exit status in the
-   run's ``crawl_runs`` row (``exit_status``) and exits with it:
+3. with FINEWS_WORKERS=N (N ≥ 2, needs FINEWS_REDIS_URL: wrong arguments otherwise),
+   starts N−1 further workers of the job, each ``python -m scrapy crawl finews`` with the
+   same ``-a`` arguments, ``-s`` settings and FINEWS_JOB (``crawler.scaleout`` makes them
+   share one queue and dupefilter);
+4. runs ``finews`` in this process with the given ``-a`` arguments (incremental by
+   default): with N ≥ 2 it is one worker of the job;
+5. with N ≥ 2, waits for the other workers (FINEWS_WORKER_WAIT seconds, 900, after its
+   own crawl ended; a worker still running then is stopped, SIGTERM then SIGKILL, and
+   fails the job), closes as ``failed`` a ``crawl_runs`` row a dead worker left
+   ``running``, and records each worker's exit status in its row (negative: the signal
+   that killed it);
+6. judges the run, or the job as a whole (its own crawl, every worker's exit and row, the
+   counts and errors summed over the job's rows), prints one line saying how it went,
+   records the exit status in its own ``crawl_runs`` row (``exit_status``) and exits
+   with it:
 
-    0   finished: pages fetched, errors within FINEWS_MAX_ERRORS
+    0   finished: pages fetched, errors within FINEWS_MAX_ERRORS (over the whole job)
     1   failed: more errors than FINEWS_MAX_ERRORS, stopped early (interrupted, a
-        CLOSESPIDER_* limit) or did not start
+        CLOSESPIDER_* limit) or did not start; with workers, also a worker that exited
+        non-zero, was killed, was stopped at the time-out, left no row or stopped early
     2   wrong arguments (Scrapy's usage error)
-    3   the database: unreachable, not at the newest schema, or writes failed
+    3   the database (or Redis, with FINEWS_REDIS_URL): unreachable, not at the newest
+        schema, or writes failed
     4   the site gave no page at all (every request failed or was refused)
     75  another run holds the lock
 
@@ -27,29 +45,42 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from filelock import FileLock, Timeout
 from scrapy import signals
 from scrapy.commands import BaseRunSpiderCommand
 from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
+from scrapy.utils.asyncio import create_looping_call
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.pages.site import site_root
+from pipelines import ledger
 from schema.db import database_url, make_engine, redact
 from schema.migrate import SchemaOutdated, is_blank, require_current
+from schema.types import BEIJING
 
 logger = logging.getLogger(__name__)
 
 OK, FAILED, USAGE, DATABASE, NO_PAGES, LOCKED = 0, 1, 2, 3, 4, 75
 SPIDER = "finews"
+DEFAULT_LOCK_TIMEOUT = 600.0  # seconds; the Redis lock is renewed every third of it
+DEFAULT_WORKER_WAIT = 900.0  # seconds the other workers get once this one's crawl ended
+JOB_LENGTH = 100  # crawl_runs.job holds this many characters
+STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL for a worker still running then
 
 
 @dataclass(frozen=True)
@@ -101,6 +132,102 @@ def _progress(count: Mapping[str, int]) -> str:
     )
 
 
+# -- a job of several workers ---------------------------------------------------------------
+
+# Summed over the job's crawl_runs rows, one per worker.
+TOTALED = ("seen", "stored", "updated", "unchanged", "duplicates", "rejected", "skipped", "errors")
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """How a further worker (a ``scrapy crawl finews`` subprocess) ended."""
+
+    name: str  # "worker 2 (pid 4242)"
+    returncode: int  # negative: killed by that signal
+    row: Mapping[str, Any] | None  # its crawl_runs row, None if it left none
+    stopped: str | None = None  # why cron stopped it, if it did
+
+    def problem(self) -> tuple[int, str] | None:
+        """(exit status, what went wrong) if this worker fails the job, else None."""
+        if self.stopped:
+            return FAILED, f"{self.name} {self.stopped}"
+        if self.returncode < 0:
+            return FAILED, f"{self.name} was killed by {signal_name(-self.returncode)}"
+        if self.returncode > 0:
+            return FAILED, f"{self.name} exited with status {self.returncode}"
+        if self.row is None:
+            return FAILED, f"{self.name} left no crawl_runs row"
+        status, reason = self.row["status"], self.row["close_reason"]
+        if status == "finished":
+            return None
+        if status == "failed" and reason == "finished":  # ledger.status_for: storage failed
+            return DATABASE, f"{self.name} could not write to the database"
+        return FAILED, f"{self.name} ended {status} ({reason})"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def totals_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    return {key: sum(int(row[key] or 0) for row in rows) for key in TOTALED}
+
+
+def _job_progress(workers: int, totals: Mapping[str, int]) -> str:
+    return (
+        f"{workers} workers, {totals['seen']} articles seen, {totals['stored']} stored, "
+        f"{totals['updated']} updated, {totals['skipped']} posts skipped, "
+        f"{totals['rejected']} rejected"
+    )
+
+
+def judge_job(
+    own: Outcome,
+    reason: str | None,
+    stats: Mapping[str, Any],
+    workers: Sequence[WorkerResult],
+    totals: Mapping[str, int],
+    *,
+    max_errors: int,
+) -> Outcome:
+    """The exit status of a job: this process's crawl (``own``, judged alone, with its close
+    ``reason`` and ``stats``; ``reason`` None if it never closed), the other workers, and
+    ``totals``, the counts summed over the job's ``crawl_runs`` rows (this one's included).
+    """
+    progress = _job_progress(1 + len(workers), totals)
+    errors = totals["errors"]
+    problems = []
+    if own.code == DATABASE or reason is None:  # could not write, or did not start
+        problems.append((own.code, f"this worker: {own.message}"))
+    elif reason != "finished":
+        problems.append((FAILED, f"this worker stopped early ({reason})"))
+    problems += [problem for worker in workers if (problem := worker.problem())]
+    if problems:
+        code = DATABASE if any(code == DATABASE for code, _ in problems) else FAILED
+        return Outcome(code, "; ".join(text for _, text in problems) + f": {progress}")
+    # The others' rows do not count pages; posts read or skipped mean they had some.
+    pages = int(stats.get("finews/pages", 0) or 0) + totals["seen"] + totals["skipped"]
+    if pages == 0:
+        requests = int(stats.get("downloader/request_count", 0) or 0)
+        failed = requests - int(stats.get("downloader/response_status_count/200", 0) or 0)
+        return Outcome(
+            NO_PAGES,
+            f"the site gave no page to any of the {1 + len(workers)} workers "
+            f"({failed} requests of this one failed or were refused)",
+        )
+    if errors > max_errors:
+        return Outcome(
+            FAILED, f"{errors} errors, more than FINEWS_MAX_ERRORS={max_errors}: {progress}"
+        )
+    return Outcome(OK, f"finished: {progress}, {errors} errors")
+
+
+# -- the database ---------------------------------------------------------------------------
+
+
 def database_problem(url: str | None, timeout: float, *, auto_migrate: bool) -> str | None:
     """Why the run cannot use the database, or None when it answers and is usable."""
     parsed = database_url(url)
@@ -129,6 +256,30 @@ def database_problem(url: str | None, timeout: float, *, auto_migrate: bool) -> 
     return None
 
 
+def job_rows(
+    engine: Engine, *, job: str, host: str, pids: Sequence[int], since: datetime
+) -> list[dict[str, Any]]:
+    """The ``crawl_runs`` rows the workers of one cron run opened: the job's, on this host,
+    by these processes, since the run began."""
+    runs = ledger.RUNS
+    query = (
+        select(runs)
+        .where(
+            runs.c.spider == SPIDER,
+            runs.c.job == job,
+            runs.c.host == host,
+            runs.c.pid.in_(list(pids)),
+            runs.c.started_at >= since,
+        )
+        .order_by(runs.c.id)
+    )
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+# -- one crawl in this process ----------------------------------------------------------------
+
+
 @dataclass
 class RunWatch:
     """Judges one crawler's run at spider_closed and records the status in its ledger row.
@@ -142,15 +293,17 @@ class RunWatch:
     startup_error: BaseException | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     run_id: int | None = None
+    reason: str | None = None
 
     def __post_init__(self) -> None:
         self.crawler.signals.connect(self._closed, signal=signals.spider_closed)
 
     def _closed(self, spider: Any, reason: str) -> None:
+        self.reason = reason
         store = getattr(self.crawler, "finews_store", None)
         if store is not None:
             try:
-                store.sync()  # every batch written and counted before the run is judged
+                store.flush()  # every batch written and counted before the run is judged
             except Exception:
                 logger.exception("Could not write the last batch")
                 store.storage_failed = True
@@ -188,15 +341,140 @@ def _first_line(error: BaseException) -> str:
     return f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
 
 
-def crawl(process: Any, spider_args: dict[str, Any]) -> RunWatch:
-    """Run the ``finews`` spider once in ``process`` (a Scrapy CrawlerProcess) and judge it."""
+def crawl(process: Any, spider_args: dict[str, Any], workers: Sequence[Worker] = ()) -> RunWatch:
+    """Run the ``finews`` spider once in ``process`` (a Scrapy CrawlerProcess) and judge it;
+    ``workers``, the job's other workers, are watched meanwhile (``WorkerPoll``)."""
     crawler = process.create_crawler(SPIDER)
     watch = RunWatch(crawler)
+    # Signal handlers are weak references: the poll lives as long as this call (the crawl).
+    poll = WorkerPoll(crawler, workers) if workers else None
     task = process.crawl(crawler, **spider_args)
     if hasattr(task, "add_done_callback"):
         task.add_done_callback(watch.started)
     process.start()
+    del poll
     return watch
+
+
+# -- the other workers ------------------------------------------------------------------------
+
+
+def worker_command(opts: argparse.Namespace, job: str) -> list[str]:
+    """``python -m scrapy crawl finews`` with the -a arguments, -s settings and log options
+    this command was given, and FINEWS_JOB."""
+    command = [sys.executable, "-m", "scrapy", "crawl", SPIDER]
+    for name, value in opts.spargs.items():
+        command += ["-a", f"{name}={value}"]
+    for setting in opts.set:
+        command += ["-s", setting]
+    command += ["-s", f"FINEWS_JOB={job}"]
+    if opts.logfile:
+        command += ["--logfile", opts.logfile]
+    if opts.loglevel:
+        command += ["--loglevel", opts.loglevel]
+    if opts.nolog:
+        command.append("--nolog")
+    return command
+
+
+@dataclass
+class Worker:
+    """A further worker of the job, started by this cron run."""
+
+    number: int  # 2 … N: this process is worker 1
+    process: subprocess.Popen[bytes]
+    stopped: str | None = None  # why cron stopped it, if it did
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.number} (pid {self.process.pid})"
+
+
+class WorkerPoll:
+    """While this process crawls, notes every second which other worker ended, and how.
+
+    Logged at once (an error for a worker that failed), and reaped: a dead worker left
+    unreaped is a zombie whose pid still exists, and ``crawler.scaleout`` would count it as
+    a live worker of the job when this one leaves (the job's keys then outlive the run).
+    """
+
+    def __init__(self, crawler: Crawler, workers: Sequence[Worker]) -> None:
+        self.workers = workers
+        self.ended: set[int] = set()
+        self._call: Any = None
+        crawler.signals.connect(self._start, signal=signals.engine_started)
+        crawler.signals.connect(self._stop, signal=signals.engine_stopped)
+
+    def _start(self) -> None:
+        self._call = create_looping_call(self.poll)
+        self._call.start(1.0, now=False)
+
+    def _stop(self) -> None:
+        if self._call is not None and self._call.running:
+            self._call.stop()
+
+    def poll(self) -> None:
+        for worker in self.workers:
+            code = worker.process.poll()
+            if code is None or worker.number in self.ended:
+                continue
+            self.ended.add(worker.number)
+            if code == 0:
+                logger.info("%s ended", worker.name)
+            else:
+                logger.error("%s ended: %s", worker.name, died(code))
+
+
+def start_workers(command: list[str], count: int) -> list[Worker]:
+    workers: list[Worker] = []
+    try:
+        for number in range(2, count + 2):
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+            workers.append(Worker(number, process))
+            logger.info("Started %s: %s", workers[-1].name, " ".join(command[1:5]))
+    except OSError:
+        stop_workers(workers, "was stopped: the others could not start")
+        raise
+    return workers
+
+
+def wait_for(workers: Sequence[Worker], seconds: float) -> None:
+    """Wait for every worker; stop those still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    late = []
+    for worker in workers:
+        try:
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            late.append(worker)
+    stop_workers(late, f"was still running {seconds:.0f} s after this worker's crawl ended")
+
+
+def stop_workers(workers: Sequence[Worker], why: str) -> None:
+    """SIGTERM (Scrapy closes the spider, and its row), then SIGKILL after STOP_GRACE."""
+    running = [worker for worker in workers if worker.process.poll() is None]
+    for worker in running:
+        logger.error("%s %s: stopping it (SIGTERM)", worker.name, why)
+        worker.stopped = f"{why}: stopped (SIGTERM)"
+        worker.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE
+    for worker in running:
+        try:
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.error("%s did not stop within %.0f s: killing it", worker.name, STOP_GRACE)
+            worker.stopped = f"{why}: killed (SIGKILL, SIGTERM was not enough)"
+            worker.process.kill()
+            worker.process.wait()
+
+
+def died(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal_name(-returncode)}"
+    return f"exit status {returncode}"
+
+
+# -- locks ------------------------------------------------------------------------------------
 
 
 def lock_owner_note(lock_path: Path) -> str:
@@ -211,11 +489,144 @@ def owner_path(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".owner")
 
 
+def owner_text() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%F %T}"
+
+
+class FileCronLock:
+    """FINEWS_LOCK_FILE, with an owner file beside it saying who holds it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = FileLock(str(path))
+
+    def acquire(self) -> Outcome | None:
+        """None once held; else the outcome of a run that must not start."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            return Outcome(
+                LOCKED,
+                f"another finews crawl holds the lock {self.path}"
+                f"{lock_owner_note(self.path)}; not starting a second one",
+            )
+        owner_path(self.path).write_text(owner_text() + "\n", encoding="utf-8")
+        return None
+
+    def release(self) -> None:
+        owner_path(self.path).unlink(missing_ok=True)
+        self.lock.release()
+
+
+def redact_redis(url: str) -> str:
+    """The Redis URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_lock_key(job: str) -> str:
+    return f"finews:{job}:lock"
+
+
+class RedisCronLock:
+    """``finews:{job}:lock`` on Redis: one run of a job at a time, whatever the machine.
+
+    The lock's value is its owner ("pid … on host since …"), so a refused run can name it.
+    It expires ``timeout`` seconds after it was last renewed: a daemon thread renews it
+    every third of that while the run lasts, so a run killed outright (no ``release``)
+    holds the job for at most ``timeout`` seconds.
+    """
+
+    def __init__(self, url: str, job: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        import redis  # only runs with a Redis URL need it
+
+        self.url = url
+        self.key = redis_lock_key(job)
+        self.timeout = timeout
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=30)
+        self.lock = self.client.lock(self.key, timeout=timeout, blocking=False, thread_local=False)
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self) -> Outcome | None:
+        """None once held; else the outcome of a run that must not start."""
+        from redis.exceptions import RedisError
+
+        try:
+            if not self.lock.acquire(token=owner_text()):
+                owner = self.client.get(self.key)
+                note = f" ({owner.decode('utf-8', 'replace')})" if owner else ""
+                return Outcome(
+                    LOCKED,
+                    f"another finews crawl holds the lock {self.key} on "
+                    f"{redact_redis(self.url)}{note}; not starting a second one",
+                )
+        except RedisError as exc:
+            self.client.close()
+            return Outcome(DATABASE, f"cannot reach Redis at {redact_redis(self.url)}: {exc}")
+        self._renewer = threading.Thread(target=self._renew, name="finews-lock", daemon=True)
+        self._renewer.start()
+        return None
+
+    def _renew(self) -> None:
+        from redis.exceptions import LockError, RedisError
+
+        while not self._stop.wait(self.timeout / 3):
+            try:
+                self.lock.reacquire()
+            except LockError:
+                self.lost = True
+                logger.error(
+                    "Lost the lock %s (it expired or was taken): another run of the job may start",
+                    self.key,
+                )
+                return
+            except RedisError as exc:
+                logger.warning("Could not renew the lock %s (%s); trying again", self.key, exc)
+
+    def release(self) -> None:
+        from redis.exceptions import LockError, RedisError
+
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            self.lock.release()
+        except LockError:
+            logger.warning("The lock %s was no longer this run's to release", self.key)
+        except RedisError as exc:
+            logger.error(
+                "Could not release the lock %s (%s): it expires within %.0f s",
+                self.key,
+                exc,
+                self.timeout,
+            )
+        finally:
+            self.client.close()
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def beijing_now() -> datetime:
+    return datetime.now(BEIJING)
+
+
 class Command(BaseRunSpiderCommand):
     requires_project = True
 
     def syntax(self) -> str:
-        return "[-a base_url=URL] [-a categories=a,b] [-a refresh=1]"
+        return (
+            "[-a base_url=URL] [-a categories=a,b] [-a refresh=1] "
+            "[-s FINEWS_WORKERS=N -s FINEWS_REDIS_URL=URL]"
+        )
 
     def short_desc(self) -> str:
         return "Run the finews crawl once, locked, with an exit status for cron"
@@ -236,31 +647,56 @@ class Command(BaseRunSpiderCommand):
             raise UsageError(f"-a base_url: {exc}", print_help=False) from None
         settings = self.settings
         assert settings is not None
-        lock_path = Path(settings.get("FINEWS_LOCK_FILE") or "data/crawl.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path))
+        redis_url = settings.get("FINEWS_REDIS_URL") or None
+        job = settings.get("FINEWS_JOB") or "finews"
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            self._exit(
-                Outcome(
-                    LOCKED,
-                    f"another finews crawl holds the lock {lock_path}"
-                    f"{lock_owner_note(lock_path)}; not starting a second one",
-                )
+            workers = settings.getint("FINEWS_WORKERS", 1)
+        except ValueError:
+            raise UsageError(
+                f"FINEWS_WORKERS={settings.get('FINEWS_WORKERS')!r} is not a number",
+                print_help=False,
+            ) from None
+        if workers < 1:
+            raise UsageError(f"FINEWS_WORKERS={workers}: at least 1", print_help=False)
+        if workers > 1 and not redis_url:
+            raise UsageError(
+                f"FINEWS_WORKERS={workers} needs FINEWS_REDIS_URL: the workers share their "
+                "queue through Redis",
+                print_help=False,
             )
+        if redis_url:
+            from crawler.scaleout import JOB_NAME  # Redis keys are named after the job
+
+            if not JOB_NAME.match(job) or len(job) > JOB_LENGTH:
+                raise UsageError(
+                    f"FINEWS_JOB={job!r}: at most {JOB_LENGTH} letters, digits and _.:-",
+                    print_help=False,
+                )
+        if workers > 1 and (opts.output or opts.overwrite_output):
+            raise UsageError(
+                "-o/-O with FINEWS_WORKERS > 1: every worker would write the file",
+                print_help=False,
+            )
+
+        lock: FileCronLock | RedisCronLock
+        if redis_url:
+            timeout = settings.getfloat("FINEWS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+            try:
+                lock = RedisCronLock(redis_url, job, timeout)
+            except ValueError as exc:
+                raise UsageError(f"FINEWS_REDIS_URL: {exc}", print_help=False) from None
+        else:
+            lock = FileCronLock(Path(settings.get("FINEWS_LOCK_FILE") or "data/crawl.lock"))
+        refused = lock.acquire()
+        if refused is not None:
+            self._exit(refused)
             return
         try:
-            owner_path(lock_path).write_text(
-                f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now():%F %T}\n",
-                encoding="utf-8",
-            )
-            self._exit(self._crawl(opts.spargs))
+            self._exit(self._crawl(opts, job, workers))
         finally:
-            owner_path(lock_path).unlink(missing_ok=True)
             lock.release()
 
-    def _crawl(self, spider_args: dict[str, Any]) -> Outcome:
+    def _crawl(self, opts: argparse.Namespace, job: str, workers: int) -> Outcome:
         settings = self.settings
         assert settings is not None and self.crawler_process is not None
         problem = database_problem(
@@ -270,7 +706,81 @@ class Command(BaseRunSpiderCommand):
         )
         if problem:
             return Outcome(DATABASE, problem)
-        return crawl(self.crawler_process, spider_args).final()
+        if workers == 1:
+            return crawl(self.crawler_process, opts.spargs).final()
+        return self._crawl_job(opts, job, workers)
+
+    def _crawl_job(self, opts: argparse.Namespace, job: str, count: int) -> Outcome:
+        """This process's crawl as one worker of ``job``, beside ``count`` − 1 subprocesses."""
+        settings = self.settings
+        assert settings is not None and self.crawler_process is not None
+        began = beijing_now()
+        try:
+            others = start_workers(worker_command(opts, job), count - 1)
+        except OSError as exc:
+            return Outcome(FAILED, f"could not start the other workers: {exc}")
+        watch: RunWatch | None = None
+        try:
+            watch = crawl(self.crawler_process, opts.spargs, others)
+            wait_for(others, settings.getfloat("FINEWS_WORKER_WAIT", DEFAULT_WORKER_WAIT))
+        finally:
+            # Only after an exception: wait_for leaves no worker running.
+            stop_workers(others, "was still running when this worker's crawl failed")
+        assert watch is not None
+        own = watch.final()
+        engine = make_engine(database_url(settings.get("FINEWS_DATABASE_URL")))
+        try:
+            results = self._settle(engine, others, job, began)
+            rows = job_rows(
+                engine,
+                job=job,
+                host=socket.gethostname(),
+                pids=[os.getpid(), *(worker.process.pid for worker in others)],
+                since=began,
+            )
+            outcome = judge_job(
+                own,
+                watch.reason,
+                watch.stats,
+                results,
+                totals_of(rows),
+                max_errors=settings.getint("FINEWS_MAX_ERRORS", 10),
+            )
+            if watch.run_id is not None:
+                ledger.record_exit_status(engine, watch.run_id, outcome.code)
+        except SQLAlchemyError as exc:
+            problem = f"could not read or close the job's crawl_runs rows: {_first_line(exc)}"
+            return Outcome(DATABASE, problem)
+        finally:
+            engine.dispose()
+        return outcome
+
+    def _settle(
+        self, engine: Engine, others: Sequence[Worker], job: str, began: datetime
+    ) -> list[WorkerResult]:
+        """Each other worker's result; rows a dead worker left running are closed, and each
+        worker's exit status is recorded in its row."""
+        rows = job_rows(
+            engine,
+            job=job,
+            host=socket.gethostname(),
+            pids=[worker.process.pid for worker in others],
+            since=began,
+        )
+        by_pid = {row["pid"]: row for row in rows}
+        results = []
+        for worker in others:
+            returncode = worker.process.returncode
+            row = by_pid.get(worker.process.pid)
+            if row is not None:
+                if row["status"] == "running":
+                    reason = f"worker died ({died(returncode)}); closed by scrapy cron"
+                    ledger.close_abandoned(engine, row["id"], reason=reason, now=beijing_now())
+                    logger.error("%s died: run %d closed as failed", worker.name, row["id"])
+                    row = {**row, "status": "failed", "close_reason": reason}
+                ledger.record_exit_status(engine, row["id"], returncode)
+            results.append(WorkerResult(worker.name, returncode, row, worker.stopped))
+        return results
 
     def _exit(self, outcome: Outcome) -> None:
         print(f"finews cron: {outcome.message} (exit {outcome.code})", file=sys.stderr, flush=True)
