@@ -72,6 +72,8 @@ FINEWS_JOB = os.environ.get("FINEWS_JOB", "finews")
 FINEWS_WORKERS = 1
 # A worker stops once the shared queue has stayed empty this many seconds.
 FINEWS_IDLE_CLOSE = 10.0
+# The scale-out add-on: does nothing unless FINEWS_REDIS_URL is set (crawler.scaleout).
+ADDONS = {"crawler.scaleout.RedisScaleOut": 0}
 
 # Cron runs (`scrapy cron`): one at a time per lock file; a run with more errors fails.
 FINEWS_LOCK_FILE = os.environ.get("FINEWS_LOCK_FILE", "data/crawl.lock")
