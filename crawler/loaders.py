@@ -6,6 +6,8 @@ Both page parsers fill an ``ArticleLoader``; output processors sit on the item f
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from itemloaders import ItemLoader
 from itemloaders.processors import Identity, MapCompose
 
@@ -30,6 +32,23 @@ class ArticleLoader(ItemLoader):
     published_at_in = MapCompose(parse_site_time)
     category_in = MapCompose(clean_text)
     outlet_in = MapCompose(outlet_from_tag)
+
+    # The item class is fixed, so a field's processors are looked up once per loader class:
+    # ItemLoader's own lookup builds an ItemAdapter for every value added or read (~20 an
+    # item, measured ~0.1 ms of a crawl's ~3 ms a page).
+    _processors: ClassVar[dict[tuple[type, str, str], Any]] = {}
+
+    def get_input_processor(self, field_name: str) -> Any:
+        key = (type(self), field_name, "in")
+        if key not in self._processors:
+            self._processors[key] = super().get_input_processor(field_name)
+        return self._processors[key]
+
+    def get_output_processor(self, field_name: str) -> Any:
+        key = (type(self), field_name, "out")
+        if key not in self._processors:
+            self._processors[key] = super().get_output_processor(field_name)
+        return self._processors[key]
 
     def add_fallback(self, field_name: str, value: object) -> None:
         """Add ``value`` only while the field has no value yet: later sources in a

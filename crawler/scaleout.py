@@ -1,76 +1,42 @@
 """Scale-out of the ``finews`` crawl over processes and machines, with scrapy-redis.
 
 ``scrapy crawl finews -s FINEWS_REDIS_URL=redis://host:6379/0 -s FINEWS_JOB=name`` makes
-the process a *worker* of the crawl ``name``: every worker started with the same job shares
-one request queue and one duplicate filter in Redis, so each page is downloaded by exactly
-one worker, and every worker stores what it reads into FINEWS_DATABASE_URL through the
-normal pipelines. Without FINEWS_REDIS_URL this module changes nothing, and neither Redis
-nor scrapy-redis is imported.
+the process a *worker* of the job ``name``: all its workers share one request queue and one
+duplicate filter in Redis, so each page is downloaded by one worker, and each stores what it
+reads into FINEWS_DATABASE_URL through the normal pipelines. Without FINEWS_REDIS_URL this
+module changes nothing, and neither Redis nor scrapy-redis is imported.
 
-Two parts:
+``RedisScaleOut``, an add-on (``ADDONS``), acts on the ``finews`` spider only (the backfill
+reads local files). It checks that Redis answers (else one ERROR line and exit status 1,
+before anything is fetched), then sets scrapy-redis's scheduler (``RedisScheduler``: one
+round trip per request each way) and duplicate filter on the keys
+``finews:<job>:requests`` (a sorted set: category pages first) and
+``finews:<job>:dupefilter``, with ``SCHEDULER_PERSIST`` (the job's last worker empties
+them, below), and divides politeness by FINEWS_WORKERS so that the site sees at most the
+configured totals: CONCURRENT_REQUESTS(_PER_DOMAIN) integer-divided (at least 1),
+AUTOTHROTTLE_TARGET_CONCURRENCY divided, DOWNLOAD_DELAY multiplied. Values are written at
+the priority they have, so one given with ``-s`` is divided too.
 
-``RedisScaleOut``, a Scrapy add-on (``ADDONS``). When FINEWS_REDIS_URL is set and the
-spider is ``finews`` (the ``archive`` backfill reads local files: it is left alone), it
-first checks that Redis answers (one ERROR line and exit status 1 if not, before anything
-is fetched), then sets
+``ScaleOutJob``, an extension, runs the job's life cycle in each worker:
 
-- scrapy-redis's scheduler (``RedisScheduler``, a subclass taking one Redis round trip
-  per request each way) and duplicate filter, with the job's keys
-  ``finews:<job>:requests`` (a sorted set: category pages before posts) and
-  ``finews:<job>:dupefilter`` (request fingerprints), ``SCHEDULER_PERSIST`` so that no
-  worker empties them when it stops (``ScaleOutJob`` below does, once no worker is left);
-- politeness divided by FINEWS_WORKERS (the number of workers the job is started with),
-  so that the site sees at most the configured totals: CONCURRENT_REQUESTS and
-  CONCURRENT_REQUESTS_PER_DOMAIN integer-divided (at least 1 each),
-  AUTOTHROTTLE_TARGET_CONCURRENCY divided, DOWNLOAD_DELAY multiplied;
-- the extension ``ScaleOutJob``.
+- *Registry*: the hash ``finews:<job>:workers`` maps ``<host>:<pid>`` to the worker's last
+  heartbeat (Redis's clock, every second). A worker is live if it is on this host and its
+  process exists, or elsewhere and its heartbeat is under 30 s old. On opening, a Lua
+  script drops dead members and, if no live worker is left, deletes the queue and filter an
+  earlier (killed) run left, then registers and numbers the worker, atomically. On closing,
+  the worker unregisters; the last one deletes the job's four keys, else they get a
+  one-hour TTL (renewed by every heartbeat). A job is never resumed: the next run starts
+  from the home page, and the incremental skip makes it fetch only what was not stored.
+- *Idle close*: a worker stays open (``DontCloseSpider``) until the shared queue has been
+  empty for FINEWS_IDLE_CLOSE seconds while it was idle: others may still add requests.
+  Scrapy looks at an idle spider only every 5 s, so a looping call (every 0.25 s while
+  idle) wakes the engine when the queue has requests (one is popped and scheduled again
+  with ``dont_filter``: its fingerprint is in the filter already) and closes the spider
+  once the queue has stayed empty long enough.
 
-Settings are written at the priority they already have (at least the add-on's), so a value
-given with ``-s`` is divided too rather than overriding the division.
-
-``ScaleOutJob``, an extension, runs the job's life cycle in one worker:
-
-- *Registry*: ``finews:<job>:workers`` is a hash, member ``<host>:<pid>``, value the time
-  (Redis's clock) of the worker's last heartbeat, written every second. A member is *live*
-  if it is on this host and its process exists, or on another host and its heartbeat is
-  younger than 30 s. (So the host name must tell machines apart, and workers on one host
-  must see each other's processes: containers sharing a host name but not a process
-  namespace would take each other for dead.) At ``spider_opened`` a Lua script drops the
-  dead members and, if no live worker is left, deletes the queue and duplicate filter an
-  earlier run left behind (a worker killed with SIGKILL never cleans up), then registers
-  this worker and numbers it (``finews:<job>:arrivals``), atomically: two workers starting
-  at once never both clean up, nor does a late one wipe a running job. At
-  ``spider_closed`` the worker unregisters; the last one deletes the job's keys, otherwise
-  they get a one-hour TTL. Each heartbeat renews that TTL too, so the keys of a job whose
-  workers all died expire an hour after the last heartbeat. Only these four keys are ever
-  touched (never a pattern): other keys under ``finews:<job>:`` are left alone.
-
-  A job is therefore never resumed: what a killed run had queued is dropped, and the next
-  run starts from the home page again. The database makes that cheap: posts stored
-  already are not downloaded again (the incremental skip), so the next run fetches what
-  the killed one had not stored.
-- *Idle close*: scrapy-redis would close a worker as soon as its own engine is idle, while
-  other workers may still be reading pages that add requests to the shared queue. Here the
-  ``spider_idle`` handler keeps the worker open (``DontCloseSpider``) until the shared
-  queue has stayed empty for FINEWS_IDLE_CLOSE seconds while this worker was idle. Scrapy's
-  engine looks at an idle spider again only every 5 s; so that an idle worker takes new
-  requests at once, a looping call (every 0.25 s, from the first idle signal on) that finds
-  this worker idle and the shared queue not empty pops one request and injects it again
-  (``engine.crawl``, ``dont_filter``: its fingerprint is in the filter already), which
-  wakes the engine to fetch from the queue. The same call closes the spider (reason
-  ``finished``) once the queue has been empty for FINEWS_IDLE_CLOSE seconds.
-
-Stats: ``finews/redis/worker`` (this worker's number in the job, by arrival),
-``finews/redis/reinjected`` (wake-ups), ``finews/redis/idle_close`` (1 when the worker
-closed itself), ``finews/redis/stale_keys_removed`` (keys of an earlier run deleted).
-
-An unreachable Redis (or a FINEWS_JOB that would not make key names) ends the process in
-the add-on, with one ERROR line saying what to do and exit status 1: the crawl has not
-started then, and any exception would come out of Scrapy's start-up as a traceback.
-
-Requests go through Redis pickled (scrapy-redis's default serializer): their callbacks must
-be methods of the spider and their ``meta`` picklable (``crawler.pages.site.PostLink`` is a
-frozen dataclass).
+Stats: ``finews/redis/worker`` (the worker's number), ``…/reinjected`` (wake-ups),
+``…/idle_close``, ``…/stale_keys_removed``. Requests travel pickled: callbacks are spider
+methods and ``meta`` holds picklable values.
 """
 
 from __future__ import annotations
@@ -81,7 +47,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -117,36 +83,14 @@ JOB_NAME = re.compile(r"[\w.:\-]+\Z")
 # -- settings -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class JobKeys:
     """The Redis keys of one job, all under ``finews:<job>:``."""
 
-    job: str
-
-    @property
-    def prefix(self) -> str:
-        return f"finews:{self.job}:"
-
-    @property
-    def requests(self) -> str:
-        return self.prefix + "requests"
-
-    @property
-    def dupefilter(self) -> str:
-        return self.prefix + "dupefilter"
-
-    @property
-    def workers(self) -> str:
-        return self.prefix + "workers"
-
-    @property
-    def arrivals(self) -> str:
-        """A counter: the number of each worker that joined since the job's keys were made."""
-        return self.prefix + "arrivals"
-
-    @property
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.workers, self.requests, self.dupefilter, self.arrivals)
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.prefix = f"finews:{job}:"
+        self.all = tuple(self.prefix + k for k in ("workers", "requests", "dupefilter", "arrivals"))
+        self.workers, self.requests, self.dupefilter, self.arrivals = self.all
 
 
 def redact(url: str) -> str:
@@ -370,15 +314,18 @@ return {live, deleted}
 
 
 def pid_exists(pid: int) -> bool:
+    """True if the process runs: not gone, and not a zombie its parent has not reaped yet
+    (``scrapy cron`` reaps its workers only once its own crawl has ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: it exists
-        return True
-    except OSError:
-        return False
-    return True
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: the signal said it exists
 
 
 class Registry:
@@ -443,70 +390,58 @@ class ScaleOutJob:
         self.server = server
         self.registry = registry
         self.keys = registry.keys
-        settings = crawler.settings
-        self.url = str(settings.get("FINEWS_REDIS_URL"))
-        self.idle_close = max(0.0, settings.getfloat("FINEWS_IDLE_CLOSE", 10.0))
-        self.planned = max(1, settings.getint("FINEWS_WORKERS", 1))
+        self.idle_close = max(0.0, crawler.settings.getfloat("FINEWS_IDLE_CLOSE", 10.0))
         self.clock: Callable[[], float] = time.monotonic
         self.number = 0
         self.joined = False
         self.closing = False
         self.empty_since: float | None = None  # since when idle with the queue empty
-        # Looping calls, made once the crawl runs (they need its event loop).
-        self._heartbeat: Any = None
+        self._heartbeat: Any = None  # looping calls, made once the crawl's loop runs
         self._watch: Any = None
-        self._beat_failed = False
-        self._watch_failed = False
+        self._failing: set[str] = set()  # what failed last time: warned once
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ScaleOutJob:
         url = crawler.settings.get("FINEWS_REDIS_URL")
         if not url or getattr(crawler.spidercls, "name", None) != SPIDER:
             raise NotConfigured
-        job = str(crawler.settings.get("FINEWS_JOB") or SPIDER)
         server = connect(url)
+        job = str(crawler.settings.get("FINEWS_JOB") or SPIDER)
         extension = cls(crawler, server, Registry(server, JobKeys(job)))
         crawler.signals.connect(extension.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(extension.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension
 
-    # -- signals ------------------------------------------------------------------------
-
     def spider_opened(self) -> None:
         self.number, deleted = self.registry.join()
         self.joined = True
-        stats = self.crawler.stats
-        stats.set_value("finews/redis/worker", self.number)
+        self.crawler.stats.set_value("finews/redis/worker", self.number)
         if deleted:
-            stats.set_value("finews/redis/stale_keys_removed", deleted)
-            logger.info(
-                "Scale-out: no live worker in job %r: the queue and duplicate filter an "
-                "earlier run left were removed", self.keys.job,
-            )  # fmt: skip
+            self.crawler.stats.set_value("finews/redis/stale_keys_removed", deleted)
+        settings = self.crawler.settings
         logger.info(
-            "Scale-out: worker %d of job %r (%d planned), Redis at %s",
-            self.number, self.keys.job, self.planned, redact(self.url),
+            "Scale-out: worker %d of job %r (%d planned), Redis at %s%s",
+            self.number, self.keys.job, max(1, settings.getint("FINEWS_WORKERS", 1)),
+            redact(str(settings.get("FINEWS_REDIS_URL"))),
+            "; the queue an earlier run left was removed" if deleted else "",
         )  # fmt: skip
-        if self._heartbeat is None:
-            self._heartbeat = create_looping_call(self.heartbeat)
+        self._heartbeat = self._heartbeat or create_looping_call(self._guarded, "heartbeat")
         self._heartbeat.start(HEARTBEAT_INTERVAL, now=False)
 
     def spider_idle(self) -> None:
         """Keep the worker open until the shared queue has been empty long enough."""
-        if self._watch is None:
-            self._watch = create_looping_call(self.watch)
-        if not self._watch.running and not self.closing:
-            self._watch.start(WAKE_INTERVAL, now=False)
+        self._watch = self._watch or create_looping_call(self._guarded, "watch")
         if self.closing:
             return
+        if not self._watch.running:
+            self._watch.start(WAKE_INTERVAL, now=False)
         if self.queue_size():
             self.empty_since = None
             raise DontCloseSpider
-        if self._idle_long_enough():
-            self._closed_idle()
-            return  # the engine closes the spider ("finished")
-        raise DontCloseSpider
+        if not self._idle_long_enough():
+            raise DontCloseSpider
+        self._closed_idle()  # the engine closes the spider ("finished")
 
     def spider_closed(self, reason: str) -> None:
         self.closing = True
@@ -517,61 +452,44 @@ class ScaleOutJob:
             return
         try:
             left, _ = self.registry.leave()
+            logger.info(
+                "Scale-out: worker %d left job %r (%s); %s", self.number, self.keys.job, reason,
+                f"{left} still running, the keys kept for them" if left else "keys deleted",
+            )  # fmt: skip
         except Exception as exc:
             logger.warning(
                 "Scale-out: could not unregister from job %r (%s); its keys expire in %d s",
                 self.keys.job, exc, KEY_TTL,
             )  # fmt: skip
-        else:
-            if left:
-                logger.info(
-                    "Scale-out: worker %d left job %r (%s); %d still running, the job's "
-                    "keys kept for them (expiring %d s after the last heartbeat)",
-                    self.number, self.keys.job, reason, left, KEY_TTL,
-                )  # fmt: skip
-            else:
-                logger.info(
-                    "Scale-out: worker %d was the last of job %r (%s); its Redis keys deleted",
-                    self.number, self.keys.job, reason,
-                )  # fmt: skip
         finally:
             self.server.close()
 
     # -- looping calls ------------------------------------------------------------------
 
-    def heartbeat(self) -> None:
+    def _guarded(self, name: str) -> None:
+        """Run ``name`` (``heartbeat`` or ``watch``); Redis gone for a moment is warned about
+        once, and the next call tries again."""
         try:
-            self.registry.beat()
-        except Exception as exc:  # Redis gone for a moment: the next beat tries again
-            if not self._beat_failed:
-                logger.warning("Scale-out: heartbeat to Redis failed: %s", exc)
-            self._beat_failed = True
+            getattr(self, name)()
+        except Exception as exc:
+            if name not in self._failing:
+                logger.warning("Scale-out: %s failed: %s", name, exc)
+            self._failing.add(name)
         else:
-            self._beat_failed = False
-        self._watch_failed = False
+            self._failing.discard(name)
+
+    def heartbeat(self) -> None:
+        self.registry.beat()
 
     def watch(self) -> None:
         """While this worker is idle: wake it when the shared queue has requests, close it
         when the queue has stayed empty FINEWS_IDLE_CLOSE seconds."""
-        try:
-            self._watch_once()
-        except Exception as exc:  # Redis gone for a moment: the next call tries again
-            if not self._watch_failed:
-                logger.warning("Scale-out: looking at the shared queue failed: %s", exc)
-            self._watch_failed = True
-        else:
-            self._watch_failed = False
-
-    def _watch_once(self) -> None:
-        if self.closing:
-            return
         engine = self.crawler.engine
-        if engine is None or engine.spider is None or engine.scheduler is None:
+        if self.closing or engine is None or engine.spider is None or engine.scheduler is None:
             return
         if not self.locally_idle():
             self.empty_since = None
-            return
-        if self.queue_size():
+        elif self.queue_size():
             self.empty_since = None
             self.wake()
         elif self._idle_long_enough():
@@ -585,12 +503,9 @@ class ScaleOutJob:
         then fetches from the queue as much as it may."""
         engine = self.crawler.engine
         request = engine.scheduler.next_request()
-        if request is None:  # another worker was quicker
-            return
-        engine.crawl(request.replace(dont_filter=True))
-        self.crawler.stats.inc_value("finews/redis/reinjected")
-
-    # -- helpers ------------------------------------------------------------------------
+        if request is not None:  # else another worker was quicker
+            engine.crawl(request.replace(dont_filter=True))
+            self.crawler.stats.inc_value("finews/redis/reinjected")
 
     def queue_size(self) -> int:
         return int(self.server.zcard(self.keys.requests))

@@ -2,42 +2,35 @@
 
 For cron and systemd timers (README, "Scheduled crawl"). It
 
-1. takes the lock, so two runs of a job never overlap: a second run exits at once,
-   naming the lock and the run holding it (status 75, EX_TEMPFAIL: "try again later").
-   Without FINEWS_REDIS_URL the lock is the file FINEWS_LOCK_FILE (one machine). With it,
-   the lock is the Redis key ``finews:{FINEWS_JOB}:lock``, so no two machines run the same
-   job: taken without waiting, with a time-out of FINEWS_LOCK_TIMEOUT seconds (600)
-   renewed every third of it while the run lasts, released at the end whatever happens;
+1. takes the lock, so two runs of a job never overlap (a second run exits 75 at once,
+   naming the run that holds it): the file FINEWS_LOCK_FILE, or with FINEWS_REDIS_URL the
+   Redis key ``finews:<FINEWS_JOB>:lock`` (no two machines run the job), taken without
+   waiting, expiring FINEWS_LOCK_TIMEOUT seconds (600) after it was last renewed (every
+   third of that while the run lasts);
 2. checks that the database answers (FINEWS_DB_CONNECT_TIMEOUT) and is at the newest
    schema, before anything is fetched;
-3. with FINEWS_WORKERS=N (N ≥ 2, needs FINEWS_REDIS_URL: wrong arguments otherwise),
-   starts N−1 further workers of the job, each ``python -m scrapy crawl finews`` with the
-   same ``-a`` arguments, ``-s`` settings and FINEWS_JOB (``crawler.scaleout`` makes them
-   share one queue and dupefilter);
-4. runs ``finews`` in this process with the given ``-a`` arguments (incremental by
-   default): with N ≥ 2 it is one worker of the job;
-5. with N ≥ 2, waits for the other workers (FINEWS_WORKER_WAIT seconds, 900, after its
-   own crawl ended; a worker still running then is stopped, SIGTERM then SIGKILL, and
-   fails the job), closes as ``failed`` a ``crawl_runs`` row a dead worker left
-   ``running``, and records each worker's exit status in its row (negative: the signal
-   that killed it);
-6. judges the run, or the job as a whole (its own crawl, every worker's exit and row, the
-   counts and errors summed over the job's rows), prints one line saying how it went,
-   records the exit status in its own ``crawl_runs`` row (``exit_status``) and exits
-   with it:
+3. with FINEWS_WORKERS=N ≥ 2 (and FINEWS_REDIS_URL), starts N−1 further workers of the
+   job, each ``python -m scrapy crawl finews`` with the same ``-a`` arguments, ``-s``
+   settings and FINEWS_JOB (``crawler.scaleout``);
+4. runs ``finews`` in this process (incremental by default), as one worker of the job;
+5. waits for the other workers (FINEWS_WORKER_WAIT seconds, 900, once its own crawl has
+   ended; then SIGTERM, then SIGKILL), closes as ``failed`` a ``crawl_runs`` row a dead
+   worker left ``running``, and records each worker's exit status in its row;
+6. judges the run, or the job as a whole (every worker's exit and row, counts and errors
+   summed over the job's rows), prints one line, records the exit status in its own
+   ``crawl_runs`` row and exits with it:
 
     0   finished: pages fetched, errors within FINEWS_MAX_ERRORS (over the whole job)
-    1   failed: more errors than FINEWS_MAX_ERRORS, stopped early (interrupted, a
-        CLOSESPIDER_* limit) or did not start; with workers, also a worker that exited
-        non-zero, was killed, was stopped at the time-out, left no row or stopped early
+    1   failed: more errors than that, stopped early (interrupted, a CLOSESPIDER_* limit)
+        or did not start; or a worker that exited non-zero, was killed or stopped, or
+        left no row
     2   wrong arguments (Scrapy's usage error)
-    3   the database (or Redis, with FINEWS_REDIS_URL): unreachable, not at the newest
-        schema, or writes failed
+    3   the database (or Redis): unreachable, not at the newest schema, or writes failed
     4   the site gave no page at all (every request failed or was refused)
     75  another run holds the lock
 
-A run that cannot reach the database has no ``crawl_runs`` row to record it in; the
-printed line and the exit status are then the only record.
+A run that cannot reach the database has no ``crawl_runs`` row; the printed line and the
+exit status are then the only record.
 """
 
 from __future__ import annotations
@@ -56,14 +49,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from filelock import FileLock, Timeout
 from scrapy import signals
 from scrapy.commands import BaseRunSpiderCommand
 from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
-from scrapy.utils.asyncio import create_looping_call
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -341,18 +332,14 @@ def _first_line(error: BaseException) -> str:
     return f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
 
 
-def crawl(process: Any, spider_args: dict[str, Any], workers: Sequence[Worker] = ()) -> RunWatch:
-    """Run the ``finews`` spider once in ``process`` (a Scrapy CrawlerProcess) and judge it;
-    ``workers``, the job's other workers, are watched meanwhile (``WorkerPoll``)."""
+def crawl(process: Any, spider_args: dict[str, Any]) -> RunWatch:
+    """Run the ``finews`` spider once in ``process`` (a Scrapy CrawlerProcess) and judge it."""
     crawler = process.create_crawler(SPIDER)
     watch = RunWatch(crawler)
-    # Signal handlers are weak references: the poll lives as long as this call (the crawl).
-    poll = WorkerPoll(crawler, workers) if workers else None
     task = process.crawl(crawler, **spider_args)
     if hasattr(task, "add_done_callback"):
         task.add_done_callback(watch.started)
     process.start()
-    del poll
     return watch
 
 
@@ -388,41 +375,6 @@ class Worker:
     @property
     def name(self) -> str:
         return f"worker {self.number} (pid {self.process.pid})"
-
-
-class WorkerPoll:
-    """While this process crawls, notes every second which other worker ended, and how.
-
-    Logged at once (an error for a worker that failed), and reaped: a dead worker left
-    unreaped is a zombie whose pid still exists, and ``crawler.scaleout`` would count it as
-    a live worker of the job when this one leaves (the job's keys then outlive the run).
-    """
-
-    def __init__(self, crawler: Crawler, workers: Sequence[Worker]) -> None:
-        self.workers = workers
-        self.ended: set[int] = set()
-        self._call: Any = None
-        crawler.signals.connect(self._start, signal=signals.engine_started)
-        crawler.signals.connect(self._stop, signal=signals.engine_stopped)
-
-    def _start(self) -> None:
-        self._call = create_looping_call(self.poll)
-        self._call.start(1.0, now=False)
-
-    def _stop(self) -> None:
-        if self._call is not None and self._call.running:
-            self._call.stop()
-
-    def poll(self) -> None:
-        for worker in self.workers:
-            code = worker.process.poll()
-            if code is None or worker.number in self.ended:
-                continue
-            self.ended.add(worker.number)
-            if code == 0:
-                logger.info("%s ended", worker.name)
-            else:
-                logger.error("%s ended: %s", worker.name, died(code))
 
 
 def start_workers(command: list[str], count: int) -> list[Worker]:
@@ -519,17 +471,6 @@ class FileCronLock:
         self.lock.release()
 
 
-def redact_redis(url: str) -> str:
-    """The Redis URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def redis_lock_key(job: str) -> str:
     return f"finews:{job}:lock"
 
@@ -537,23 +478,23 @@ def redis_lock_key(job: str) -> str:
 class RedisCronLock:
     """``finews:{job}:lock`` on Redis: one run of a job at a time, whatever the machine.
 
-    The lock's value is its owner ("pid … on host since …"), so a refused run can name it.
-    It expires ``timeout`` seconds after it was last renewed: a daemon thread renews it
-    every third of that while the run lasts, so a run killed outright (no ``release``)
-    holds the job for at most ``timeout`` seconds.
+    Its value names the owner, so a refused run can say who holds it. It expires
+    ``timeout`` seconds after it was last renewed (a daemon thread renews it every third of
+    that), so a run killed outright holds the job for at most ``timeout`` seconds.
     """
 
     def __init__(self, url: str, job: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         import redis  # only runs with a Redis URL need it
 
-        self.url = url
+        from crawler.scaleout import redact as redact_redis
+
+        self.where = redact_redis(url)
         self.key = redis_lock_key(job)
         self.timeout = timeout
         self.client = redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=30)
         self.lock = self.client.lock(self.key, timeout=timeout, blocking=False, thread_local=False)
-        self.lost = False
         self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
+        self._renewer = threading.Thread(target=self._renew, name="finews-lock", daemon=True)
 
     def acquire(self) -> Outcome | None:
         """None once held; else the outcome of a run that must not start."""
@@ -563,15 +504,11 @@ class RedisCronLock:
             if not self.lock.acquire(token=owner_text()):
                 owner = self.client.get(self.key)
                 note = f" ({owner.decode('utf-8', 'replace')})" if owner else ""
-                return Outcome(
-                    LOCKED,
-                    f"another finews crawl holds the lock {self.key} on "
-                    f"{redact_redis(self.url)}{note}; not starting a second one",
-                )
+                return Outcome(LOCKED, f"another finews crawl holds the lock {self.key} on "
+                               f"{self.where}{note}; not starting a second one")  # fmt: skip
         except RedisError as exc:
             self.client.close()
-            return Outcome(DATABASE, f"cannot reach Redis at {redact_redis(self.url)}: {exc}")
-        self._renewer = threading.Thread(target=self._renew, name="finews-lock", daemon=True)
+            return Outcome(DATABASE, f"cannot reach Redis at {self.where}: {exc}")
         self._renewer.start()
         return None
 
@@ -582,11 +519,7 @@ class RedisCronLock:
             try:
                 self.lock.reacquire()
             except LockError:
-                self.lost = True
-                logger.error(
-                    "Lost the lock %s (it expired or was taken): another run of the job may start",
-                    self.key,
-                )
+                logger.error("Lost the lock %s: another run of the job may start", self.key)
                 return
             except RedisError as exc:
                 logger.warning("Could not renew the lock %s (%s); trying again", self.key, exc)
@@ -595,19 +528,13 @@ class RedisCronLock:
         from redis.exceptions import LockError, RedisError
 
         self._stop.set()
-        if self._renewer is not None:
+        if self._renewer.is_alive():
             self._renewer.join()
         try:
             self.lock.release()
-        except LockError:
-            logger.warning("The lock %s was no longer this run's to release", self.key)
-        except RedisError as exc:
-            logger.error(
-                "Could not release the lock %s (%s): it expires within %.0f s",
-                self.key,
-                exc,
-                self.timeout,
-            )
+        except (LockError, RedisError) as exc:
+            logger.warning("Could not release the lock %s (%s): it expires by itself", self.key,
+                           exc)  # fmt: skip
         finally:
             self.client.close()
 
@@ -647,37 +574,7 @@ class Command(BaseRunSpiderCommand):
             raise UsageError(f"-a base_url: {exc}", print_help=False) from None
         settings = self.settings
         assert settings is not None
-        redis_url = settings.get("FINEWS_REDIS_URL") or None
-        job = settings.get("FINEWS_JOB") or "finews"
-        try:
-            workers = settings.getint("FINEWS_WORKERS", 1)
-        except ValueError:
-            raise UsageError(
-                f"FINEWS_WORKERS={settings.get('FINEWS_WORKERS')!r} is not a number",
-                print_help=False,
-            ) from None
-        if workers < 1:
-            raise UsageError(f"FINEWS_WORKERS={workers}: at least 1", print_help=False)
-        if workers > 1 and not redis_url:
-            raise UsageError(
-                f"FINEWS_WORKERS={workers} needs FINEWS_REDIS_URL: the workers share their "
-                "queue through Redis",
-                print_help=False,
-            )
-        if redis_url:
-            from crawler.scaleout import JOB_NAME  # Redis keys are named after the job
-
-            if not JOB_NAME.match(job) or len(job) > JOB_LENGTH:
-                raise UsageError(
-                    f"FINEWS_JOB={job!r}: at most {JOB_LENGTH} letters, digits and _.:-",
-                    print_help=False,
-                )
-        if workers > 1 and (opts.output or opts.overwrite_output):
-            raise UsageError(
-                "-o/-O with FINEWS_WORKERS > 1: every worker would write the file",
-                print_help=False,
-            )
-
+        redis_url, job, workers = job_options(settings.copy_to_dict(), opts)
         lock: FileCronLock | RedisCronLock
         if redis_url:
             timeout = settings.getfloat("FINEWS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
@@ -708,80 +605,82 @@ class Command(BaseRunSpiderCommand):
             return Outcome(DATABASE, problem)
         if workers == 1:
             return crawl(self.crawler_process, opts.spargs).final()
-        return self._crawl_job(opts, job, workers)
-
-    def _crawl_job(self, opts: argparse.Namespace, job: str, count: int) -> Outcome:
-        """This process's crawl as one worker of ``job``, beside ``count`` − 1 subprocesses."""
-        settings = self.settings
-        assert settings is not None and self.crawler_process is not None
         began = beijing_now()
         try:
-            others = start_workers(worker_command(opts, job), count - 1)
+            others = start_workers(worker_command(opts, job), workers - 1)
         except OSError as exc:
             return Outcome(FAILED, f"could not start the other workers: {exc}")
-        watch: RunWatch | None = None
         try:
-            watch = crawl(self.crawler_process, opts.spargs, others)
+            watch = crawl(self.crawler_process, opts.spargs)
             wait_for(others, settings.getfloat("FINEWS_WORKER_WAIT", DEFAULT_WORKER_WAIT))
-        finally:
-            # Only after an exception: wait_for leaves no worker running.
+        finally:  # only after an exception: wait_for leaves no worker running
             stop_workers(others, "was still running when this worker's crawl failed")
-        assert watch is not None
-        own = watch.final()
         engine = make_engine(database_url(settings.get("FINEWS_DATABASE_URL")))
         try:
-            results = self._settle(engine, others, job, began)
-            rows = job_rows(
-                engine,
-                job=job,
-                host=socket.gethostname(),
-                pids=[os.getpid(), *(worker.process.pid for worker in others)],
-                since=began,
-            )
+            pids = [os.getpid(), *(worker.process.pid for worker in others)]
+            rows = job_rows(engine, job=job, host=socket.gethostname(), pids=pids, since=began)
+            results = settle(engine, others, rows)
             outcome = judge_job(
-                own,
-                watch.reason,
-                watch.stats,
-                results,
-                totals_of(rows),
+                watch.final(), watch.reason, watch.stats, results, totals_of(rows),
                 max_errors=settings.getint("FINEWS_MAX_ERRORS", 10),
-            )
+            )  # fmt: skip
             if watch.run_id is not None:
                 ledger.record_exit_status(engine, watch.run_id, outcome.code)
+            return outcome
         except SQLAlchemyError as exc:
             problem = f"could not read or close the job's crawl_runs rows: {_first_line(exc)}"
             return Outcome(DATABASE, problem)
         finally:
             engine.dispose()
-        return outcome
-
-    def _settle(
-        self, engine: Engine, others: Sequence[Worker], job: str, began: datetime
-    ) -> list[WorkerResult]:
-        """Each other worker's result; rows a dead worker left running are closed, and each
-        worker's exit status is recorded in its row."""
-        rows = job_rows(
-            engine,
-            job=job,
-            host=socket.gethostname(),
-            pids=[worker.process.pid for worker in others],
-            since=began,
-        )
-        by_pid = {row["pid"]: row for row in rows}
-        results = []
-        for worker in others:
-            returncode = worker.process.returncode
-            row = by_pid.get(worker.process.pid)
-            if row is not None:
-                if row["status"] == "running":
-                    reason = f"worker died ({died(returncode)}); closed by scrapy cron"
-                    ledger.close_abandoned(engine, row["id"], reason=reason, now=beijing_now())
-                    logger.error("%s died: run %d closed as failed", worker.name, row["id"])
-                    row = {**row, "status": "failed", "close_reason": reason}
-                ledger.record_exit_status(engine, row["id"], returncode)
-            results.append(WorkerResult(worker.name, returncode, row, worker.stopped))
-        return results
 
     def _exit(self, outcome: Outcome) -> None:
         print(f"finews cron: {outcome.message} (exit {outcome.code})", file=sys.stderr, flush=True)
         self.exitcode = outcome.code
+
+
+def job_options(
+    settings: Mapping[str, Any], opts: argparse.Namespace
+) -> tuple[str | None, str, int]:
+    """(Redis URL, job, workers) from the settings; a UsageError for what cannot work."""
+    redis_url = settings.get("FINEWS_REDIS_URL") or None
+    job = str(settings.get("FINEWS_JOB") or "finews")
+    try:
+        workers = int(settings.get("FINEWS_WORKERS") or 1)
+    except ValueError:
+        workers = 0
+    problem = None
+    if workers < 1:
+        problem = f"FINEWS_WORKERS={settings.get('FINEWS_WORKERS')!r}: a number, at least 1"
+    elif workers > 1 and not redis_url:
+        problem = f"FINEWS_WORKERS={workers} needs FINEWS_REDIS_URL: the workers share a queue"
+    elif workers > 1 and (opts.output or opts.overwrite_output):
+        problem = "-o/-O with FINEWS_WORKERS > 1: every worker would write the file"
+    elif redis_url:
+        from crawler.scaleout import JOB_NAME  # Redis keys are named after the job
+
+        if not JOB_NAME.match(job) or len(job) > JOB_LENGTH:
+            problem = f"FINEWS_JOB={job!r}: at most {JOB_LENGTH} letters, digits and _.:-"
+    if problem:
+        raise UsageError(problem, print_help=False)
+    return redis_url, job, workers
+
+
+def settle(
+    engine: Engine, others: Sequence[Worker], rows: Sequence[Mapping[str, Any]]
+) -> list[WorkerResult]:
+    """Each other worker's result; a row a dead worker left running is closed, and each
+    worker's exit status is recorded in its row."""
+    by_pid = {row["pid"]: row for row in rows}
+    results = []
+    for worker in others:
+        returncode = worker.process.returncode
+        row = by_pid.get(worker.process.pid)
+        if row is not None:
+            if row["status"] == "running":
+                reason = f"worker died ({died(returncode)}); closed by scrapy cron"
+                ledger.close_abandoned(engine, row["id"], reason=reason, now=beijing_now())
+                logger.error("%s died: run %d closed as failed", worker.name, row["id"])
+                row = {**row, "status": "failed", "close_reason": reason}
+            ledger.record_exit_status(engine, row["id"], returncode)
+        results.append(WorkerResult(worker.name, returncode, row, worker.stopped))
+    return results
