@@ -773,7 +773,7 @@ def test_idle_worker_takes_queued_requests_at_once_and_stops_after_idle_close(
     assert {p.path for p in mirror.site.manifest.posts if p.category == slug} <= set(served)
     assert max(served.values()) == 1 and crawl.stats.get("finews/pages/post") == len(served)
     assert 1.9 <= stopped_after < 6.0, stopped_after  # FINEWS_IDLE_CLOSE=2, then shutdown
-    assert "1 still running, the job's keys kept for them" in crawl.stderr
+    assert "1 still running, the keys kept for them" in crawl.stderr
     assert redis_client.ttl(keys.dupefilter) > 0
 
 
