@@ -1,21 +1,30 @@
-"""Post files in a directory tree: find them, place them in a window, decide what to read.
+"""Post files in a directory tree: find them, place them in a window, decide what to read,
+and read them.
 
 The archive spider (``crawler.spiders.archive``) backfills from a checkout of the site's
-repository (``old_post/``, ``_posts/``) or any directory of post files. Everything here is
-a pure function of the file system and its arguments: no Scrapy, no database (the store's
-file records and stored infoCodes come in as arguments), no parsing of post bodies.
+repository (``old_post/``, ``_posts/``) or any directory of post files. The walk and the
+decisions are pure functions of the file system and their arguments: no database (the
+store's file records and stored infoCodes come in as arguments). ``read_post_file`` reads,
+hashes and parses one file (``crawler.pages.post.parse_post``) and never raises;
+``read_chunk`` does it for a list of files, which is what the backfill's parser processes
+are given, so nothing here may depend on the crawl process's state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote_from_bytes
+
+from crawler.items import Article
+from crawler.pages import ExtractionError
+from crawler.pages.post import parse_post, split_front_matter
 
 POST_SUFFIXES = (".md", ".markdown")
 # Directories whose Markdown files are posts even when their names are not (Jekyll's own
@@ -36,6 +45,7 @@ UNCHANGED = "unchanged"
 NOT_A_POST = "not_a_post"
 # source_files.status of a file whose item was rejected (pipelines.sources.REJECTED).
 _REJECTED = "rejected"
+EXCERPT_BYTES = 1200  # the store keeps 300 characters; 1,200 bytes hold them in UTF-8
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,3 +277,76 @@ def is_unchanged(file: PostFile, record: FileRecord | None, stored_codes: Contai
         and record.mtime_ns == file.mtime_ns
         and still_held(record, stored_codes)
     )
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTask:
+    """One file to read; ``known_sha256`` is the hash of bytes already ingested."""
+
+    path: str
+    url: str
+    named_as_post: bool
+    known_sha256: str | None = None
+    size: int = 0  # as the walk saw it, for the file ledger
+    mtime_ns: int = 0
+
+
+@dataclass(slots=True)
+class ReadResult:
+    """What a file held: an article, why it cannot be read, or why it was passed over."""
+
+    sha256: str | None = None  # None when the file could not be read at all
+    article: Article | None = None
+    error: str | None = None  # a reject's reason
+    excerpt: bytes | None = None
+    skipped: str | None = None  # a skip reason (UNCHANGED, NOT_A_POST, ...)
+    crashed: bool = False  # the parser raised something other than ExtractionError
+
+
+def read_chunk(tasks: Sequence[ReadTask], filters: Filters) -> list[ReadResult]:
+    """``read_post_file`` for each task, in order: one unit of work for a parser process."""
+    return [read_post_file(task, filters) for task in tasks]
+
+
+def read_post_file(task: ReadTask, filters: Filters) -> ReadResult:
+    """Read, hash and parse one file; never raises."""
+    try:
+        data = read_nofollow(task.path)
+    except OSError as exc:
+        return ReadResult(error=f"cannot read file: {exc.strerror or exc}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == task.known_sha256:
+        return ReadResult(digest, skipped=UNCHANGED)
+    if not task.named_as_post and not has_post_front_matter(data):
+        return ReadResult(digest, skipped=NOT_A_POST)
+    try:
+        article = parse_post(data, task.url)
+    except ExtractionError as exc:
+        return ReadResult(digest, error=exc.reason, excerpt=data[:EXCERPT_BYTES])
+    except Exception as exc:  # a parser bug must cost one file, not the backfill
+        reason = f"parser error: {type(exc).__name__}: {exc}"
+        return ReadResult(digest, error=reason, excerpt=data[:EXCERPT_BYTES], crashed=True)
+    published = article.published_at.date() if article.published_at else None
+    skip = filters.skip_by_content(os.path.basename(task.path), published, article.category)
+    if skip is not None:
+        return ReadResult(digest, skipped=skip)
+    return ReadResult(digest, article=article)
+
+
+def read_nofollow(path: str) -> bytes:
+    """The file's bytes; a symlink put in its place since the walk is refused (ELOOP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
+def has_post_front_matter(data: bytes) -> bool:
+    """True for a Markdown file whose front matter says ``layout: post``."""
+    try:
+        front, _ = split_front_matter(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ExtractionError):
+        return False
+    return str(front.get("layout") or "").strip() == "post"

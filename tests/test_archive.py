@@ -1,5 +1,5 @@
-"""The archive spider's parts without Scrapy: the walk, the filters, the cheap skip, the
-reader and its worker pool, and the progress line. ``test_backfill`` runs the spider.
+"""The archive spider's parts without a crawl: the walk, the filters, the cheap skip, the
+reader and the parser pool, and the progress line. ``test_backfill`` runs the spider.
 """
 
 from __future__ import annotations
@@ -8,10 +8,15 @@ import asyncio
 import io
 import logging
 import os
+import signal
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import psutil
 import pytest
 
 from crawler.extensions.progress import Progress, Snapshot, progress_line, summary_line
@@ -22,15 +27,19 @@ from crawler.postfiles import (
     UNCHANGED,
     Filters,
     PostFile,
+    ReadResult,
+    ReadTask,
     is_post_name,
     is_unchanged,
     name_date,
     post_name,
+    read_chunk,
+    read_post_file,
     still_held,
     superseded,
     walk,
 )
-from crawler.postpool import PostPool, ReadTask, read_post_file
+from crawler.spiders.archive import ParserPool
 from fixtures.synth import generate, write
 
 POST = b"""---
@@ -251,53 +260,130 @@ def test_unreadable_and_broken_files(tmp_path: Path):
             assert result.article is not None and result.article.missing()
 
 
-def read_all(pool: PostPool, tasks: list[ReadTask]) -> list:
+def read_all(pool: ParserPool, tasks: Iterable[ReadTask]) -> list[tuple[ReadTask, ReadResult]]:
     async def collect() -> list:
         return [pair async for pair in pool.read(tasks)]
 
-    return asyncio.run(collect())
+    return asyncio.run(asyncio.wait_for(collect(), timeout=120))
 
 
-def test_the_pool_answers_in_order_like_the_crawl_process(tmp_path: Path):
+def read_slowly_where_told(tasks: Sequence[ReadTask], filters: Filters) -> list[ReadResult]:
+    """``read_chunk``, but a chunk holding a file named ``*-slow.md`` takes half a second."""
+    if any(t.path.endswith("-slow.md") for t in tasks):
+        time.sleep(0.5)
+    return read_chunk(tasks, filters)
+
+
+def test_the_pool_answers_in_file_order_like_the_crawl_process(tmp_path: Path):
     posts = generate(300, seed=5, broken=0.05)
-    tasks = [task(path) for path in write(posts, tmp_path)]
+    slow = tmp_path / "0000-slow.md"  # the first chunk is done last
+    slow.write_bytes(POST)
+    tasks = [task(path) for path in [slow, *write(posts, tmp_path / "posts")]]
 
-    inline = read_all(PostPool(Filters(), workers=0), tasks)
-    pooled = read_all(PostPool(Filters(), workers=2, chunk_size=16, ahead=2), tasks)
+    inline = read_all(ParserPool(Filters(), workers=0), tasks)
+    pool = ParserPool(
+        Filters(), workers=2, chunk_size=16, ahead=3, inline_below=32,
+        reader=read_slowly_where_told,
+    )  # fmt: skip
+    pooled = read_all(pool, tasks)
 
     assert [t.path for t, _ in pooled] == [t.path for t in tasks]
     assert [r.article for _, r in pooled] == [r.article for _, r in inline]
     assert [(r.error, r.sha256) for _, r in pooled] == [(r.error, r.sha256) for _, r in inline]
+    assert sum(r.article is not None for _, r in pooled) > 250
 
 
-def test_a_parser_worker_killed_costs_no_file(tmp_path: Path):
-    tasks = [task(path) for path in write(generate(400, seed=8), tmp_path)]
-    pool = PostPool(Filters(), workers=2, chunk_size=16, ahead=2)
+def test_work_in_flight_is_bounded_whatever_the_number_of_files(tmp_path: Path):
+    paths = write(generate(100, seed=2), tmp_path)
+    pulled = 0
 
-    async def collect() -> list:
-        pairs = []
-        async for pair in pool.read(tasks):
-            if len(pairs) == 20:
-                assert pool._pool is not None
-                pool._pool._workers[0].process.kill()
-            pairs.append(pair)
-        return pairs
+    def tasks() -> Iterator[ReadTask]:  # 2,000 files: the same 100 twenty times
+        nonlocal pulled
+        for n in range(2000):
+            pulled += 1
+            yield task(paths[n % len(paths)])
 
-    pairs = asyncio.run(asyncio.wait_for(collect(), timeout=60))
-    inline = read_all(PostPool(Filters(), workers=0), tasks)
-    assert [t.path for t, _ in pairs] == [t.path for t in tasks]
-    assert [r.article for _, r in pairs] == [r.article for _, r in inline]
+    pool = ParserPool(Filters(), workers=2, chunk_size=16, ahead=2, inline_below=32)
+    ahead = []
+
+    async def collect() -> int:
+        taken = 0
+        async for _ in pool.read(tasks()):
+            ahead.append(pulled - taken)
+            taken += 1
+            if taken % 100 == 0:
+                await asyncio.sleep(0.01)  # a slow consumer: workers would run far ahead
+        return taken
+
+    assert asyncio.run(asyncio.wait_for(collect(), timeout=120)) == 2000
+    # workers * ahead chunks in flight, the one being taken included.
+    assert max(ahead) <= 2 * 2 * 16
+    assert max(ahead) > 16, "more than one chunk was in flight"
 
 
-def test_a_small_job_is_read_without_workers(tmp_path: Path, monkeypatch):
-    pool = PostPool(Filters(), workers=2)
+def test_a_small_job_is_read_in_the_crawl_process(tmp_path: Path, monkeypatch):
+    started = []
 
-    def no_workers():
+    def no_workers(self):
+        started.append(self)
         raise AssertionError("no worker may start for a few files")
 
-    monkeypatch.setattr(pool, "_new_pool", no_workers)
-    paths = write(generate(10, seed=1), tmp_path)
-    assert len(read_all(pool, [task(p) for p in paths])) == 10
+    monkeypatch.setattr(ParserPool, "_new_executor", no_workers)
+    paths = write(generate(300, seed=1), tmp_path)
+    tasks = [task(p) for p in paths]
+    assert len(read_all(ParserPool(Filters(), workers=2), tasks[:255])) == 255
+    assert len(read_all(ParserPool(Filters(), workers=0), tasks)) == 300
+    assert not started
+    with pytest.raises(AssertionError, match="no worker may start"):
+        read_all(ParserPool(Filters(), workers=2), tasks[:256])  # 256 files are worth it
+
+
+def worker_processes(pool: ParserPool) -> list[psutil.Process]:
+    """The pool's workers (the executor keeps them by pid; it has no public list)."""
+    assert pool.executor is not None
+    return [psutil.Process(pid) for pid in pool.executor._processes]
+
+
+def test_a_killed_parser_worker_breaks_the_pool_and_no_worker_is_left(tmp_path: Path):
+    tasks = [task(path) for path in write(generate(600, seed=8), tmp_path)]
+    pool = ParserPool(Filters(), workers=2, chunk_size=16, ahead=2, inline_below=32)
+    workers: list[psutil.Process] = []
+    pairs = []
+
+    async def collect() -> None:
+        async for pair in pool.read(tasks):
+            if len(pairs) == 20:
+                workers.extend(worker_processes(pool))
+                workers[0].send_signal(signal.SIGKILL)
+            pairs.append(pair)
+
+    with pytest.raises(BrokenProcessPool):
+        asyncio.run(asyncio.wait_for(collect(), timeout=60))
+    assert len(workers) == 2
+    assert pool.executor is None, "the pool was shut down"
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "the other worker is stopped too"
+    assert 20 <= len(pairs) < len(tasks)
+    assert [t.path for t, _ in pairs] == [t.path for t in tasks[: len(pairs)]]
+    assert all(r.article is not None for _, r in pairs), "what came out is whole"
+
+
+def test_a_read_abandoned_part_way_stops_its_workers(tmp_path: Path):
+    tasks = [task(path) for path in write(generate(600, seed=9), tmp_path)]
+    pool = ParserPool(Filters(), workers=2, chunk_size=16, ahead=2, inline_below=32)
+    workers: list[psutil.Process] = []
+
+    async def abandon() -> None:
+        reading = pool.read(tasks)
+        async for _ in reading:
+            workers.extend(worker_processes(pool))
+            break
+        await reading.aclose()  # what Scrapy's shutdown (Ctrl-C) does to start()
+
+    asyncio.run(asyncio.wait_for(abandon(), timeout=60))
+    assert pool.executor is None
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert len(workers) == 2 and not alive, "no worker outlives the read"
 
 
 # -- progress ----------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 The tree is the real corpus plus 2,000 synthetic post files (5% broken, 3% emnews/outlet
 twins) laid out like a checkout of the site's repository, with a README and a symlink to
 posts outside it. Checked: every valid post stored once, every broken file rejected with
-its reason, the crawl_runs identity, cheap re-runs, the since/until window, and a run
-killed with SIGKILL and started again ending with the rows of an uninterrupted run.
+its reason, the crawl_runs identity, cheap re-runs, the since/until window, and runs
+disturbed by SIGKILL (the crawl process, or one of its parser processes) and started again
+ending with the rows of an uninterrupted run, leaving no process behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,9 +20,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -382,41 +386,166 @@ def rows(db_url: str) -> dict[str, Counter]:
         engine.dispose()
 
 
+SMALL_BATCHES = ("-s", "FINEWS_STORE_BATCH_SIZE=100")  # several commits before a kill
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[subprocess.Popen[bytes] | psutil.Process]]:
+    """Processes a test started: any still running at its end (it failed) is killed."""
+    started: list[subprocess.Popen[bytes] | psutil.Process] = []
+    yield started
+    for process in started:
+        with contextlib.suppress(psutil.Error, OSError):
+            process.kill()
+        if isinstance(process, subprocess.Popen):
+            process.wait()
+
+
+def start_backfill(
+    tree: Path, db_url: str, log: Path, leftovers: list, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """A backfill in the background, logging to ``log``."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            command(tree, db_url, *SMALL_BATCHES),
+            cwd=ROOT,
+            env=environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            **popen,
+        )
+    leftovers.append(process)
+    return process
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
+
+
+def parser_processes(pid: int) -> list[psutil.Process]:
+    """The crawl process's parser workers: the forkserver's children, or spawned children
+    (not the forkserver itself, nor multiprocessing's resource tracker)."""
+    found = []
+    for proc in descendants(pid):
+        with contextlib.suppress(psutil.Error):
+            if proc.ppid() != pid or "--multiprocessing-fork" in proc.cmdline():
+                found.append(proc)
+    return found
+
+
+def wait_for_parsers(
+    process: subprocess.Popen[bytes], db_url: str, leftovers: list, seen: int = 1
+) -> list[psutil.Process]:
+    """The crawl process's helpers (parser processes, forkserver, resource tracker) once both
+    parser processes run and ``seen`` files are recorded; [] if the run ended before."""
+    database = Path(db_url.removeprefix("sqlite:///"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        if len(parser_processes(process.pid)) < 2 or not database.exists():
+            continue
+        if stored_so_far(db_url) >= seen:
+            helpers = descendants(process.pid)
+            leftovers.extend(helpers)
+            return helpers
+    return []
+
+
 def test_a_killed_backfill_restarted_ends_like_an_uninterrupted_one(
-    site_tree: Tree, backfilled: Backfilled, tmp_path: Path
+    site_tree: Tree, backfilled: Backfilled, tmp_path: Path, leftovers: list
 ):
     killed = f"sqlite:///{tmp_path / 'killed.db'}"
-    small_batches = ("-s", "FINEWS_STORE_BATCH_SIZE=100")  # several commits before the kill
-    process = subprocess.Popen(
-        command(site_tree.root, killed, *small_batches),
-        cwd=ROOT,
-        env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    workers: list[psutil.Process] = []
-    done = 0
-    deadline = time.monotonic() + 120
-    while done < 500 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-        workers = workers or psutil.Process(process.pid).children()
-        if Path(killed.removeprefix("sqlite:///")).exists():
-            done = stored_so_far(killed)
+    process = start_backfill(site_tree.root, killed, tmp_path / "log", leftovers)
+    helpers = wait_for_parsers(process, killed, leftovers, seen=500)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     interrupted = last_run(killed)
     assert interrupted.status == "running", "killed: nobody closed the ledger row"
     assert 0 < interrupted.seen < site_tree.files, "killed part-way"
-    assert workers, "the pool's workers were running"
-    _, alive = psutil.wait_procs(workers, timeout=10)
-    assert not alive, "workers exit when the crawl process dies"
+    assert len(helpers) >= 2, "the parser processes were running"
+    _, alive = psutil.wait_procs(helpers, timeout=10)
+    assert not alive, "parser processes (and their forkserver) exit when the crawl process dies"
 
-    backfill(site_tree.root, killed, *small_batches)
+    backfill(site_tree.root, killed, *SMALL_BATCHES)
 
     restarted = last_run(killed)
     assert_counts_add_up(restarted)
     assert restarted.skipped > 1, "the files done before the kill were not read again"
     assert rows(killed) == rows(f"sqlite:///{backfilled.path}")
+
+
+def test_a_parser_process_killed_stops_the_backfill_and_a_rerun_completes_it(
+    site_tree: Tree, backfilled: Backfilled, tmp_path: Path, leftovers: list
+):
+    broken = f"sqlite:///{tmp_path / 'broken.db'}"
+    process = start_backfill(site_tree.root, broken, tmp_path / "log", leftovers)
+    helpers = wait_for_parsers(process, broken, leftovers)
+    assert helpers, "the backfill was still running"
+    parser_processes(process.pid)[0].send_signal(signal.SIGKILL)
+    process.wait(timeout=120)
+    log = (tmp_path / "log").read_text(encoding="utf-8")
+    assert "Traceback" not in log, log[-3000:]
+    errors = [line for line in log.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1, errors
+    assert "The parser processes died" in errors[0]
+    assert "Run the same command again to resume" in errors[0]
+    stopped = last_run(broken)
+    assert (stopped.status, stopped.close_reason) == ("stopped", "parser_pool_broken")
+    assert stopped.errors == 1
+    assert 0 < stopped.seen < site_tree.files, "stopped part-way"
+    assert stopped.seen == sum(getattr(stopped, name) for name in OUTCOMES)
+    _, alive = psutil.wait_procs(helpers, timeout=10)
+    assert not alive, "no process is left behind"
+
+    backfill(site_tree.root, broken, *SMALL_BATCHES)
+
+    resumed = last_run(broken)
+    assert_counts_add_up(resumed)
+    assert resumed.skipped > 1, "the files done before the kill were not read again"
+    assert rows(broken) == rows(f"sqlite:///{backfilled.path}")
+
+
+def test_ctrl_c_stops_the_backfill_and_its_parser_processes(
+    site_tree: Tree, backfilled: Backfilled, tmp_path: Path, leftovers: list
+):
+    stopped = f"sqlite:///{tmp_path / 'stopped.db'}"
+    # In its own process group, as in a terminal, where Ctrl-C signals the whole group.
+    process = start_backfill(
+        site_tree.root, stopped, tmp_path / "log", leftovers, start_new_session=True
+    )
+    helpers = wait_for_parsers(process, stopped, leftovers)
+    assert helpers, "the backfill was still running"
+    assert all(ignores_sigint(proc.pid) for proc in parser_processes(process.pid))
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        # Scrapy 2.19 may never finish closing a spider whose start() items are still in the
+        # pipelines at Ctrl-C; its log says "Send again to force", as a person would.
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    log = (tmp_path / "log").read_text(encoding="utf-8")
+    assert "Traceback" not in log, log[-3000:]
+    assert " ERROR: " not in log, "the parser processes leave Ctrl-C to the crawl process"
+    interrupted = last_run(stopped)
+    assert interrupted.status in ("interrupted", "running"), "running: forced, as if killed"
+    assert 0 < interrupted.seen < site_tree.files, "stopped part-way"
+    _, alive = psutil.wait_procs(helpers, timeout=10)
+    assert not alive, "the executor was shut down: no process is left behind"
+
+    backfill(site_tree.root, stopped, *SMALL_BATCHES)
+
+    assert_counts_add_up(last_run(stopped))
+    assert rows(stopped) == rows(f"sqlite:///{backfilled.path}")
+
+
+def ignores_sigint(pid: int) -> bool:
+    """From the process's ignored-signals mask (Linux): Ctrl-C is left to the crawl process."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    mask = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.MULTILINE)[1], 16)
+    return bool(mask & (1 << (signal.SIGINT - 1)))
 
 
 def stored_so_far(db_url: str) -> int:

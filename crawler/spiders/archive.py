@@ -27,21 +27,54 @@ pipeline counts those that become items, this spider the others), and at the end
 ``crawl_runs``: duplicates are superseded copies, skipped are files passed over
 (``finews/skipped/<reason>``: unchanged, outside_window, other_category, not_a_post).
 
-What a file is and whether to read it is decided in ``crawler.postfiles``;
-reading and parsing happen in ``crawler.postpool`` (``parse_post``); storing in the
-pipelines. This module wires them together and counts.
+Parsing is the backfill's CPU cost, so files are read and parsed (``crawler.postfiles.
+read_chunk``) in a ``concurrent.futures.ProcessPoolExecutor`` while this process validates
+and stores (``ParserPool``). Files go out in chunks (one future per chunk, not per file, so
+the executor's management thread has little to do), at most ``workers * AHEAD`` chunks are
+in flight, so memory stays bounded whatever the size of the tree, and results are taken in
+file order: a backfill is deterministic, and a restarted one converges to the same rows.
+Jobs under ``INLINE_BELOW`` files, and ``workers=0``, are read in this process: starting
+workers would cost more than it saves. Workers are started by the ``forkserver`` method
+(``spawn`` where it is missing), never by a plain fork of this process (its reactor,
+threads and database connections), run at a lower priority than this process (which
+everything waits on), ignore Ctrl-C (Scrapy stops them) and exit if this process dies.
+
+If a worker dies (killed, out of memory), the executor is broken and every file it held is
+lost to this run: the backfill stops there, with one ERROR line and the close reason
+``parser_pool_broken``. ``start()`` ends, and the spider is closed with that reason once
+the items already sent are stored (from ``spider_idle``, so no item is cut short). Nothing
+is lost for good: what was stored is recorded in ``source_files``, so running the same
+command again passes over the files already done and reads the rest. (Reading the rest in
+this process instead would hide a worker's death behind a slow run.) The executor is shut
+down, its queued chunks cancelled, when ``start()`` ends or is abandoned and when the
+spider closes.
+
+What a file is, whether to read it and how to read it is decided in ``crawler.postfiles``;
+storing happens in the pipelines. This module wires them together and counts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
+import multiprocessing
 import os
-from collections.abc import AsyncIterator, Iterator
+import signal
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from itertools import chain, islice
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-from scrapy import Spider
+from scrapy import Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import CloseSpider
 from scrapy.settings import BaseSettings
 
 from crawler.items import Article
@@ -49,19 +82,28 @@ from crawler.postfiles import (
     UNCHANGED,
     FileRecord,
     Filters,
+    ReadResult,
+    ReadTask,
     Tree,
     is_unchanged,
+    read_chunk,
     still_held,
     superseded,
     walk,
 )
-from crawler.postpool import PostPool, ReadResult, ReadTask
 from crawler.processors import info_code_from_name, parse_flag
 
 logger = logging.getLogger(__name__)
 
 DEDUPE = "pipelines.dedupe.DedupePipeline"
 MAX_DEFAULT_WORKERS = 4  # beyond this the crawl process (validate + store) is the limit
+CHUNK_SIZE = 64  # files a future: ~40 ms of parsing
+AHEAD = 4  # chunks in flight per worker
+INLINE_BELOW = 256  # fewer files than this are read in the crawl process
+NICENESS = 10  # workers yield a shared core to the crawl process, which everything waits on
+BROKEN = "parser_pool_broken"  # the close reason when a worker died
+
+Reader = Callable[[Sequence[ReadTask], Filters], list[ReadResult]]
 
 
 class ArchiveSpider(Spider):
@@ -76,9 +118,6 @@ class ArchiveSpider(Spider):
         "LOGSTATS_INTERVAL": 0,
         # No per-item "Scraped from" DEBUG records: ~10% of a backfill's crawl-process time.
         "LOG_FORMATTER": "crawler.logformatter.QuietLogFormatter",
-        # Batches are written in this process: the parser workers already keep the other
-        # cores busy, and a writer process would add ~55 MB to the 300 MB a backfill may use.
-        "FINEWS_STORE_WRITER": False,
     }
 
     def __init__(
@@ -110,6 +149,14 @@ class ArchiveSpider(Spider):
             "workers": self.workers,
         }
         self.records: dict[str, FileRecord] = {}
+        self.pool = ParserPool(self.filters, workers=self.workers)
+        self.stop_reason: str | None = None  # set when the backfill cannot go on
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ArchiveSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.idle, signal=signals.spider_idle)
+        return spider
 
     @classmethod
     def update_settings(cls, settings: BaseSettings) -> None:
@@ -128,14 +175,30 @@ class ArchiveSpider(Spider):
         return self.crawler.finews_store  # set up by the pipelines (pipelines.store.Store)
 
     async def start(self) -> AsyncIterator[Article]:
-        pool = PostPool(self.filters, workers=self.workers)
         try:
-            async for task, result in pool.read(self.plan()):
+            async for task, result in self.pool.read(self.plan()):
                 item = self.take(task, result)
                 if item is not None:
                     yield item
+        except BrokenProcessPool as exc:
+            logger.error(
+                "The parser processes died (%s): the backfill stops here. Run the same "
+                "command again to resume: files already stored are passed over.",
+                exc,
+            )
+            self.stop_reason = BROKEN
         finally:
-            pool.close()
+            self.pool.close()
+
+    def idle(self) -> None:
+        """Everything sent is stored: close with the reason the backfill stopped, if any.
+        (Raised from start(), CloseSpider starts closing while items from start() are still
+        in the pipelines, and Scrapy 2.19 may then wait for them forever.)"""
+        if self.stop_reason is not None:
+            raise CloseSpider(self.stop_reason)
+
+    def closed(self, reason: str) -> None:
+        self.pool.close()  # start() abandoned (Ctrl-C) may not have reached its finally
 
     def plan(self) -> Iterator[ReadTask]:
         """The files to read, in path order; those passed over are counted here."""
@@ -211,3 +274,105 @@ class ArchiveSpider(Spider):
 
 def default_workers() -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
+
+
+class ParserPool:
+    """``read(tasks)`` yields ``(task, result)`` in task order; ``close()`` stops the workers.
+
+    A worker that dies breaks the pool: ``read`` raises ``BrokenProcessPool`` (see the
+    module docstring for what the spider does then).
+    """
+
+    def __init__(
+        self,
+        filters: Filters,
+        workers: int = 2,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        ahead: int = AHEAD,
+        inline_below: int = INLINE_BELOW,
+        reader: Reader = read_chunk,
+    ) -> None:
+        self.filters = filters
+        self.workers = max(0, workers)
+        self.chunk_size = max(1, chunk_size)
+        self.ahead = max(1, ahead)
+        self.inline_below = inline_below
+        self.reader = reader  # a module-level function: workers import it by name
+        self.executor: ProcessPoolExecutor | None = None
+
+    async def read(self, tasks: Iterable[ReadTask]) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
+        chunks = _chunked(iter(tasks), self.chunk_size)
+        # Look ahead: a job smaller than inline_below is not worth starting workers for.
+        first = list(islice(chunks, -(-max(1, self.inline_below) // self.chunk_size)))
+        small = sum(map(len, first)) < self.inline_below
+        if self.workers == 0 or small:
+            for chunk in chain(first, chunks):
+                for pair in zip(chunk, self.reader(chunk, self.filters), strict=True):
+                    yield pair
+            return
+        try:
+            async for pair in self._read_in_workers(chain(first, chunks)):
+                yield pair
+        finally:
+            self.close()
+
+    async def _read_in_workers(
+        self, chunks: Iterator[list[ReadTask]]
+    ) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
+        self.executor = executor = self._new_executor()
+        # At most workers * ahead chunks in flight; answers are taken in task order.
+        pending: deque[tuple[list[ReadTask], Future[list[ReadResult]]]] = deque()
+        room = self.workers * self.ahead
+        while True:
+            while len(pending) < room and (chunk := next(chunks, None)) is not None:
+                pending.append((chunk, executor.submit(self.reader, chunk, self.filters)))
+            if not pending:
+                return
+            chunk, future = pending.popleft()
+            results = await asyncio.wrap_future(future)
+            for pair in zip(chunk, results, strict=True):
+                yield pair
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.workers, mp_context=start_method(), initializer=_start_worker
+        )
+
+    def close(self) -> None:
+        """Stop the workers; chunks not started are cancelled, a run's restart reads them."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+
+
+def start_method() -> BaseContext:
+    """``forkserver`` where there is one (its server imports the parser once, and forks
+    workers from that), else ``spawn``: never a fork of the crawl process itself."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # not __main__: the scrapy command line
+    return context
+
+
+def _start_worker() -> None:
+    """A parser worker's set-up: Ctrl-C is the crawl process's to handle, the crawl process
+    goes first on a shared core, and the worker exits when the crawl process dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()  # forked from the forkserver: what it imported stays shared, not collected
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="parent", daemon=True).start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns when the parent's end of the pipe closes: it died
+    os._exit(1)
+
+
+def _chunked(tasks: Iterator[ReadTask], size: int) -> Iterator[list[ReadTask]]:
+    while chunk := list(islice(tasks, size)):
+        yield chunk
