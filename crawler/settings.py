@@ -58,11 +58,6 @@ FINEWS_STORE_FLUSH_SECONDS = 5.0
 # An outdated schema stops the run with "run make migrate"; True migrates it instead.
 FINEWS_AUTO_MIGRATE = False
 
-# Python's garbage collector, tuned while a spider runs (crawler.extensions.gctuning):
-# start-up objects frozen, a young collection every this many allocations instead of 700.
-EXTENSIONS = {"crawler.extensions.gctuning.GcTuning": 0}
-FINEWS_GC_THRESHOLD = 20_000
-
 # Scale-out (crawler.scaleout, scrapy-redis): with a Redis URL, every `scrapy crawl finews`
 # started with the same FINEWS_JOB is a worker of one crawl (shared queue and dupefilter).
 # Without one, nothing changes and Redis is not needed.

@@ -110,10 +110,7 @@ class ArchiveSpider(Spider):
     name = "archive"
     custom_settings = {
         # Files seen/total, outcomes, rate and ETA every few seconds; a summary at the end.
-        "EXTENSIONS": {
-            "crawler.extensions.gctuning.GcTuning": 0,
-            "crawler.extensions.progress.Progress": 500,
-        },
+        "EXTENSIONS": {"crawler.extensions.progress.Progress": 500},
         # Scrapy's "Crawled 0 pages" line says nothing here; the progress line says it all.
         "LOGSTATS_INTERVAL": 0,
         # No per-item "Scraped from" DEBUG records: ~10% of a backfill's crawl-process time.
