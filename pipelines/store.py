@@ -1,24 +1,15 @@
 """Storage for one crawl: batched upserts, rejects and the run ledger.
 
 ``Store`` is the one object per crawler (``Store.for_crawler(crawler)``, also reachable as
-``crawler.finews_store`` so spiders and middlewares need not import it). It offers
-
-- ``add(article)`` / ``add_link(...)``: queue writes. A batch is written in one
-  transaction (``pipelines.upsert.write_batch``) when it reaches FINEWS_STORE_BATCH_SIZE,
-  after FINEWS_STORE_FLUSH_SECONDS, and at close. A batch the database refuses is
-  retried item by item, so one bad row costs one reject;
-- ``reject(url, reason, ...)``: record something that could not be stored (a download
-  error, an unreadable file) in ``rejects``, with a stats counter;
-- ``stored_codes()``, ``linked_pairs()``, ``rejected_paths()``: what earlier runs left,
-  one query each, for the incremental skip (``crawler.middlewares.SkipKnownPosts``) and
-  the backfill;
-- ``source_files()`` / ``track_file(url, row)`` / ``release_file(url)``: the backfill's file
-  ledger (``pipelines.sources``). A tracked file is recorded in the same transaction as
-  the article or reject its item becomes, so a killed run never records a file whose
-  effect it lost.
-
-Batches are written in the crawl process, in the order they are queued: a 500-article
-batch takes a few tens of milliseconds, a pause the crawl does not notice.
+``crawler.finews_store``). Articles and links are queued (``add``, ``add_link``) and written
+in the crawl process, in order, one transaction a batch (``pipelines.upsert.write_batch``)
+of FINEWS_STORE_BATCH_SIZE, after FINEWS_STORE_FLUSH_SECONDS, and at close: a 500-article
+batch takes tens of milliseconds, a pause the crawl does not notice. A batch the database
+refuses is retried item by item, so one bad row costs one reject. ``reject`` records what
+could not be stored; ``stored_codes``, ``linked_pairs`` and ``rejected_paths`` say what
+earlier runs left (the incremental skip, the backfill); ``track_file`` records a post file
+in the same transaction as the article or reject it becomes (``pipelines.sources``), so a
+killed backfill never records a file whose effect it lost.
 
 The database must be at the newest schema: otherwise ``open`` raises ``SchemaOutdated``
 saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
@@ -191,14 +182,9 @@ class Store:
         if self.run_id is not None and self.engine is not None:
             try:
                 ledger.close_run(
-                    self.engine,
-                    self.run_id,
-                    status=status,
-                    reason=reason,
-                    counts=ledger.counts_from(self.stats),
-                    now=now(),
-                    exit_status=exit_status,
-                )
+                    self.engine, self.run_id, status=status, reason=reason, now=now(),
+                    counts=ledger.counts_from(self.stats), exit_status=exit_status,
+                )  # fmt: skip
             except SQLAlchemyError as exc:
                 logger.error("Could not close run %s: %s", self.run_id, describe_error(exc))
         if self.engine is not None:
@@ -210,20 +196,17 @@ class Store:
     def _spider_closed(self, spider: Any, reason: str) -> None:
         self.finish(reason)
 
-    def _engine_stopped(self) -> None:
-        # Reached only when spider_closed never came: the crawl died on the way.
+    def _engine_stopped(self) -> None:  # spider_closed never came: the crawl died on the way
         if not self._finished and self.run_id is not None:
             self.finish("engine_stopped")
 
     # -- what earlier runs left ------------------------------------------------------------
 
     def stored_codes(self) -> set[str]:
-        """Every stored infoCode."""
         with self._engine().connect() as conn:
             return set(conn.execute(select(ARTICLES.c.info_code)).scalars())
 
     def linked_pairs(self) -> set[tuple[str, str]]:
-        """Every stored (infoCode, category) link."""
         with self._engine().connect() as conn:
             rows = conn.execute(select(LINKS.c.info_code, LINKS.c.category))
             return {(code, slug) for code, slug in rows}
@@ -240,8 +223,7 @@ class Store:
             return {urlsplit(u).path for u in conn.execute(query).scalars()}
 
     def is_queued(self, info_code: str) -> bool:
-        """True if the article waits in this run's next batch."""
-        return info_code in self._pending
+        return info_code in self._pending  # in this run's next batch
 
     # -- what spiders, middlewares and pipelines call ---------------------------------------
 
@@ -433,20 +415,15 @@ class Store:
         if queued >= self.batch_size or (time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
-    def _tick(self) -> None:
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
-
     def _start_timer(self) -> None:
         # Only inside a running crawl: importing the reactor elsewhere would install one.
         if self.flush_seconds <= 0 or not is_reactor_installed():
             return
         from twisted.internet import reactor
 
-        if not reactor.running:  # type: ignore[attr-defined]
-            return
-        self._timer = create_looping_call(self._tick)
-        self._timer.start(self.flush_seconds, now=False)
+        if reactor.running:  # type: ignore[attr-defined]
+            self._timer = create_looping_call(self._flush_if_due)
+            self._timer.start(self.flush_seconds, now=False)
 
     def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.running:
