@@ -21,10 +21,8 @@ Targets on the 2-core reference machine, medians of the rounds: full >= 0.5 x ba
 one process), workers >= 1.6 x full. CPU milliseconds per page are printed for every
 process involved: the crawl processes, the static server and Redis.
 
-``FINEWS_BENCH_GC=1`` adds a full crawl with the garbage-collector tuning off
-(FINEWS_GC_THRESHOLD=0) to each round; ``FINEWS_BENCH_PROFILE=1`` ends with one full crawl
-under cProfile and prints where its time per page goes (Scrapy and Twisted, parsing,
-items, storage, the rest).
+``FINEWS_BENCH_PROFILE=1`` ends with one full crawl under cProfile and prints where its
+time per page goes: Scrapy and Twisted, parsing, the item loader, pipelines, storage.
 
 The static server is nginx when it is installed, or can be (``apt-get install nginx`` as
 root, unless FINEWS_BENCH_INSTALL_NGINX=0); otherwise the Python mirror server in its own
@@ -54,7 +52,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from crawler import settings as project_settings
 from crawler.pages.site import category_url
 from fixtures.server import MirrorSite, synthetic_files
 
@@ -161,8 +158,6 @@ def main() -> None:
             (work / "urls.txt").write_text("\n".join(urls) + "\n")
             (work / "bare.py").write_text(BARE_SPIDER)
             kinds = ["bare", "full", "workers"]
-            if os.environ.get("FINEWS_BENCH_GC") == "1":
-                kinds.append("full-gc-off")
             runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
             context = Context(work, base_url, len(urls), server_pids, redis_url, redis_cpu)
             for n in range(REPEATS):
@@ -185,7 +180,6 @@ def report(runs: dict[str, list[Run]], server_name: str) -> None:
         "bare": "bare Scrapy spider, 1 process",
         "full": "full crawl, 1 process",
         "workers": f"full crawl, {WORKERS} redis workers",
-        "full-gc-off": "full crawl, 1 process, GC tuning off",
     }
     for kind, label in labels.items():
         if kind not in runs:
@@ -207,9 +201,6 @@ def report(runs: dict[str, list[Run]], server_name: str) -> None:
           f"{FULL_TARGET}: {'ok' if full >= FULL_TARGET else 'BELOW TARGET'})")  # fmt: skip
     print(f"   {WORKERS} workers / full      : {workers:5.2f}   (target >= {WORKERS_TARGET}: "
           f"{'ok' if workers >= WORKERS_TARGET else 'BELOW TARGET'})")  # fmt: skip
-    if "full-gc-off" in runs:
-        print(f"   full / full, GC off    : {ratio('full', 'full-gc-off'):5.2f}   "
-              "(FINEWS_GC_THRESHOLD's gain)")  # fmt: skip
     print(f"   served by              : {server_name}")
 
 
@@ -224,7 +215,7 @@ class Context:
 
     def command(self, kind: str, n: int, database: Path | None = None) -> list[str]:
         settings = [arg for key, value in OVERRIDES.items() for arg in ("-s", f"{key}={value}")]
-        extensions = {**project_settings.EXTENSIONS, "tests.bench_crawl.CpuTime": 0}
+        extensions = {"tests.bench_crawl.CpuTime": 0}
         if kind == "bare":
             command = [
                 "runspider",
@@ -236,8 +227,6 @@ class Context:
             database = database or self.work / f"{kind}-{n}.db"
             command = ["crawl", "finews", "-a", f"base_url={self.base_url}",
                        "-s", f"FINEWS_DATABASE_URL=sqlite:///{database}"]  # fmt: skip
-        if kind == "full-gc-off":
-            settings += ["-s", "FINEWS_GC_THRESHOLD=0"]
         settings += ["-s", f"EXTENSIONS={json.dumps(extensions)}"]
         return [sys.executable, "-m", "scrapy", *command, *settings]
 
@@ -293,42 +282,41 @@ class Context:
 
 # -- where the time goes ---------------------------------------------------------------------
 
-# Where a function's own time is counted, by the path of its source file (first match).
-PARTS = (
-    ("storage", ("/pipelines/", "/sqlalchemy/", "/schema/", "sqlite3", "/alembic/")),
-    (
-        "items",
-        (
-            "/itemloaders/",
-            "/itemadapter/",
-            "crawler/loaders.py",
-            "crawler/processors.py",
-            "crawler/items.py",
-        ),
-    ),
-    ("parsing", ("/crawler/pages/", "lxml", "/parsel/", "/w3lib/", "/nh3/", "/html/")),
-    ("Scrapy and Twisted", ("/scrapy/", "/twisted/", "/asyncio/", "/pydispatch/", "selectors")),
-)
+# Parts of a crawl's time, as the cumulative time of their entry points (file, function).
+PARTS = {
+    "items (item loader)": [("itemloaders/__init__.py", "add_value"),
+                            ("itemloaders/__init__.py", "load_item")],
+    "parsing (pages, less the loader)": [("crawler/pages/site.py", "read_post_page"),
+                                         ("crawler/pages/site.py", "parse_listing")],
+    "pipelines (validate, dedupe, store)": [("scrapy/pipelines/__init__.py",
+                                            "process_item_async")],
+    "storage (batches written)": [("pipelines/store.py", "flush")],
+}  # fmt: skip
 
 
 def profile(context: Context) -> None:
-    """One full crawl under cProfile: its own time per page by part."""
+    """One full crawl under cProfile: where its time per page goes, start-up left out."""
     out = context.work / "full.prof"
     command = context.command("full", 99)
     command[1:3] = ["-m", "cProfile", "-o", str(out), "-m", "scrapy"]
-    process = context.start(command)
-    context.finish("profiled", process)
-    stats = pstats.Stats(str(out))
-    parts: Counter[str] = Counter()
-    for (filename, _, name), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        where = f"{filename}:{name}"
-        part = next((p for p, marks in PARTS if any(m in where for m in marks)), "the rest")
-        parts[part] += tottime
-    total = sum(parts.values())
-    print(f"   profile of one full crawl ({context.pages} pages, cProfile's own overhead "
-          "included):")  # fmt: skip
-    for part, seconds in parts.most_common():
-        print(f"     {part:20} {seconds * 1000 / context.pages:5.2f} ms/page  "
+    context.finish("profiled", context.start(command))
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+
+    def cumulative(entries: list[tuple[str, str]]) -> float:
+        return sum(
+            row[3] for (filename, _, name), row in stats.items()
+            if any(filename.endswith(f) and name == n for f, n in entries)
+        )  # fmt: skip
+
+    total = cumulative([("twisted/internet/asyncioreactor.py", "run")])
+    part = {name: cumulative(entries) for name, entries in PARTS.items()}
+    part["parsing (pages, less the loader)"] -= part["items (item loader)"]
+    part["pipelines (validate, dedupe, store)"] -= part["storage (batches written)"]
+    part["Scrapy and Twisted (the rest)"] = total - sum(part.values())
+    print(f"   profile of one full crawl ({context.pages} pages; cProfile slows everything "
+          "about twofold, the shares hold):")  # fmt: skip
+    for name, seconds in part.items():
+        print(f"     {name:38} {seconds * 1000 / context.pages:5.2f} ms/page  "
               f"{seconds / total:5.1%}")  # fmt: skip
 
 
