@@ -1,13 +1,10 @@
-"""Post files in a directory tree: find them, place them in a window, decide what to read,
-and read them.
+"""Post files in a directory tree, for the archive spider's backfill: find them, place them
+in a window, decide what to read, and read them.
 
-The archive spider (``crawler.spiders.archive``) backfills from a checkout of the site's
-repository (``old_post/``, ``_posts/``) or any directory of post files. The walk and the
-decisions are pure functions of the file system and their arguments: no database (the
-store's file records and stored infoCodes come in as arguments). ``read_post_file`` reads,
-hashes and parses one file (``crawler.pages.post.parse_post``) and never raises;
-``read_chunk`` does it for a list of files, which is what the backfill's parser processes
-are given, so nothing here may depend on the crawl process's state.
+The walk and the decisions depend only on the file system and their arguments (the store's
+file records and stored infoCodes come in as arguments), and the reading runs in the
+backfill's parser processes (``read_chunk``), so nothing here may use the crawl process's
+state or the database.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ _NAME_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-")
 # Saved versions of one repository path: <name>.<commit7>.md (fixtures/corpus).
 _VERSION = re.compile(r"\.[0-9a-f]{7}(?=\.(?:md|markdown)$)")
 _LIVE_DIR = f"{os.sep}_posts{os.sep}"
+_NOT_UTF8 = re.compile("[\ud800-\udfff]")  # how os.fsdecode keeps bytes that are not UTF-8
 
 # Why a file was passed over without an item (stats: finews/skipped/<reason>).
 SUPERSEDED = "superseded"  # another file holds a newer copy of the same post
@@ -89,10 +87,8 @@ class Tree:
 def name_date(name: str) -> date | None:
     """The date a post file's name starts with (``2022-04-27-NW….md``), if it is one."""
     match = _NAME_DATE.match(name)
-    if not match:
-        return None
     try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
+        return date(*map(int, match.groups())) if match else None
     except ValueError:
         return None
 
@@ -109,23 +105,19 @@ def post_name(name: str) -> str:
 def superseded(files: Iterable[PostFile]) -> set[str]:
     """Paths of files that hold an older copy of a post another file holds.
 
-    One post is one file name (Jekyll derives the post's URL from it): the same name in
-    ``_posts/`` and ``old_post/``, or saved versions ``<name>.<commit7>.md`` of it. The
-    copy used is the plain name, then the one in ``_posts/`` (the live site's), then the
-    last in path order; the others need not be read. Names differ between an emnews post
-    and an outlet's copy of the same article, so both are read (two categories).
+    One post is one file name (Jekyll derives its URL from it), in ``_posts/`` or
+    ``old_post/`` or as saved versions ``<name>.<commit7>.md``. The copy read is the plain
+    name, then the one in ``_posts/`` (the live site's), then the last in path order. (An
+    emnews post and an outlet's copy of it have different names: both are read.)
     """
     best: dict[str, PostFile] = {}
     older: set[str] = set()
     for file in files:
         key = post_name(os.path.basename(file.path))
-        other = best.get(key)
-        if other is None:
-            best[key] = file
-            continue
-        newer, old = (file, other) if _rank(file) > _rank(other) else (other, file)
-        best[key] = newer
-        older.add(old.path)
+        other = best.setdefault(key, file)
+        if other is not file:  # a second copy: keep the better one
+            best[key], old = (file, other) if _rank(file) > _rank(other) else (other, file)
+            older.add(old.path)
     return older
 
 
@@ -134,12 +126,14 @@ def _rank(file: PostFile) -> tuple[bool, bool, str]:
     return (post_name(name) == name, _LIVE_DIR in file.path, file.path)
 
 
+_Stack = list[tuple[str, tuple[str, ...]]]  # directories to walk, with their parents' names
+
+
 def walk(root: Path) -> Tree:
-    """Every Markdown file under ``root``, sorted by path. Symlinks (to files or to
-    directories) are listed apart and never followed, so nothing outside ``root`` is
-    read; hidden directories (``.git``) are not entered."""
+    """Every Markdown file under ``root``, sorted by path. Symlinks are listed apart, never
+    followed (nothing outside ``root`` is read); hidden directories (``.git``) not entered."""
     tree = Tree(files=[], unreadable=[], symlinks=[])
-    stack: list[tuple[str, tuple[str, ...]]] = [(str(root), ())]
+    stack: _Stack = [(str(root), ())]
     while stack:
         directory, parents = stack.pop()
         try:
@@ -154,14 +148,9 @@ def walk(root: Path) -> Tree:
     return tree
 
 
-def _visit(
-    entry: os.DirEntry[str],
-    parents: tuple[str, ...],
-    tree: Tree,
-    stack: list[tuple[str, tuple[str, ...]]],
-) -> None:
+def _visit(entry: os.DirEntry[str], parents: tuple[str, ...], tree: Tree, stack: _Stack) -> None:
     try:
-        if not _storable(entry.name):
+        if _NOT_UTF8.search(entry.name):
             # A name the database cannot hold (not UTF-8): said in a reject, never read.
             shown = os.fsencode(entry.path).decode("utf-8", "backslashreplace")
             tree.unreadable.append(Unreadable(shown, "file name is not UTF-8"))
@@ -176,14 +165,6 @@ def _visit(
             tree.files.append(PostFile(entry.path, stat.st_size, stat.st_mtime_ns, named))
     except OSError as exc:
         tree.unreadable.append(Unreadable(entry.path, _os_reason("file", exc)))
-
-
-def _storable(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _os_reason(what: str, exc: OSError) -> str:
@@ -216,18 +197,12 @@ class Filters:
         return self.since is not None or self.until is not None
 
     def in_window(self, day: date) -> bool:
-        return (self.since is None or day >= self.since) and (
-            self.until is None or day <= self.until
-        )
+        return not ((self.since and day < self.since) or (self.until and day > self.until))
 
     def skip_by_name(self, file: PostFile) -> str | None:
         """Why ``file`` need not even be read, judging by its name's date; else None."""
-        if not self.windowed:
-            return None
-        day = file.name_date
-        if day is not None and not self.in_window(day):
-            return OUTSIDE_WINDOW
-        return None
+        day = file.name_date if self.windowed else None
+        return OUTSIDE_WINDOW if day is not None and not self.in_window(day) else None
 
     def skip_by_content(
         self, name: str, published: date | None, category: str | None
@@ -271,12 +246,8 @@ def still_held(record: FileRecord, stored_codes: Container[str]) -> bool:
 
 def is_unchanged(file: PostFile, record: FileRecord | None, stored_codes: Container[str]) -> bool:
     """The cheap skip: same size and mtime as recorded, and its article still stored."""
-    return (
-        record is not None
-        and record.size == file.size
-        and record.mtime_ns == file.mtime_ns
-        and still_held(record, stored_codes)
-    )
+    same = record is not None and (record.size, record.mtime_ns) == (file.size, file.mtime_ns)
+    return same and still_held(record, stored_codes)
 
 
 # -- reading ----------------------------------------------------------------------------------

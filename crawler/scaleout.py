@@ -1,42 +1,33 @@
 """Scale-out of the ``finews`` crawl over processes and machines, with scrapy-redis.
 
-``scrapy crawl finews -s FINEWS_REDIS_URL=redis://host:6379/0 -s FINEWS_JOB=name`` makes
-the process a *worker* of the job ``name``: all its workers share one request queue and one
-duplicate filter in Redis, so each page is downloaded by one worker, and each stores what it
-reads into FINEWS_DATABASE_URL through the normal pipelines. Without FINEWS_REDIS_URL this
-module changes nothing, and neither Redis nor scrapy-redis is imported.
+With ``-s FINEWS_REDIS_URL=redis://host:6379/0 -s FINEWS_JOB=name``, a ``finews`` crawl is a
+*worker* of the job ``name``: its workers share one request queue and one duplicate filter in
+Redis, so each page is downloaded once, and each stores through the normal pipelines. Without
+FINEWS_REDIS_URL nothing changes, and neither Redis nor scrapy-redis is imported.
 
-``RedisScaleOut``, an add-on (``ADDONS``), acts on the ``finews`` spider only (the backfill
-reads local files). It checks that Redis answers (else one ERROR line and exit status 1,
-before anything is fetched), then sets scrapy-redis's scheduler (``RedisScheduler``: one
-round trip per request each way) and duplicate filter on the keys
-``finews:<job>:requests`` (a sorted set: category pages first) and
-``finews:<job>:dupefilter``, with ``SCHEDULER_PERSIST`` (the job's last worker empties
-them, below), and divides politeness by FINEWS_WORKERS so that the site sees at most the
-configured totals: CONCURRENT_REQUESTS(_PER_DOMAIN) integer-divided (at least 1),
-AUTOTHROTTLE_TARGET_CONCURRENCY divided, DOWNLOAD_DELAY multiplied. Values are written at
-the priority they have, so one given with ``-s`` is divided too.
+``RedisScaleOut`` (an add-on, ``finews`` spider only) checks that Redis answers (else one ERROR
+line and exit status 1, before anything is fetched), puts the queue (``RedisScheduler``, one
+round trip per request each way) and filter on ``finews:<job>:requests`` (a sorted set:
+category pages first) and ``finews:<job>:dupefilter``, kept until the job's last worker
+leaves, and divides politeness by FINEWS_WORKERS so that the site sees at most the configured
+totals (a value given with ``-s`` included).
 
 ``ScaleOutJob``, an extension, runs the job's life cycle in each worker:
 
-- *Registry*: the hash ``finews:<job>:workers`` maps ``<host>:<pid>`` to the worker's last
-  heartbeat (Redis's clock, every second). A worker is live if it is on this host and its
-  process exists, or elsewhere and its heartbeat is under 30 s old. On opening, a Lua
-  script drops dead members and, if no live worker is left, deletes the queue and filter an
-  earlier (killed) run left, then registers and numbers the worker, atomically. On closing,
-  the worker unregisters; the last one deletes the job's four keys, else they get a
-  one-hour TTL (renewed by every heartbeat). A job is never resumed: the next run starts
-  from the home page, and the incremental skip makes it fetch only what was not stored.
-- *Idle close*: a worker stays open (``DontCloseSpider``) until the shared queue has been
-  empty for FINEWS_IDLE_CLOSE seconds while it was idle: others may still add requests.
-  Scrapy looks at an idle spider only every 5 s, so a looping call (every 0.25 s while
-  idle) wakes the engine when the queue has requests (one is popped and scheduled again
-  with ``dont_filter``: its fingerprint is in the filter already) and closes the spider
-  once the queue has stayed empty long enough.
+- *Registry*: the hash ``finews:<job>:workers`` maps ``<host>:<pid>`` to the last heartbeat
+  (Redis's clock, every second). A worker is live if on this host its process exists, or
+  elsewhere its heartbeat is under 30 s old. Joining, a Lua script atomically drops dead
+  members, deletes the queue and filter a killed run left if no live worker remains, and
+  numbers the worker. The last worker to leave deletes the job's keys, else they get a
+  one-hour TTL (renewed by heartbeats). A job is never resumed: the next run starts from
+  the home page, and the incremental skip fetches only what was not stored.
+- *Idle close*: a worker stays open until the shared queue has been empty FINEWS_IDLE_CLOSE
+  seconds while it was idle: others may still add requests. Scrapy looks at an idle spider
+  only every 5 s, so a looping call (0.25 s) wakes the engine when the queue has requests
+  (one is popped and rescheduled with ``dont_filter``) and closes the spider once the queue
+  has stayed empty long enough.
 
-Stats: ``finews/redis/worker`` (the worker's number), ``…/reinjected`` (wake-ups),
-``…/idle_close``, ``…/stale_keys_removed``. Requests travel pickled: callbacks are spider
-methods and ``meta`` holds picklable values.
+Requests travel pickled: callbacks are spider methods and ``meta`` holds picklable values.
 """
 
 from __future__ import annotations
@@ -80,9 +71,6 @@ SOCKET_TIMEOUT = 30.0
 JOB_NAME = re.compile(r"[\w.:\-]+\Z")
 
 
-# -- settings -----------------------------------------------------------------------------
-
-
 class JobKeys:
     """The Redis keys of one job, all under ``finews:<job>:``."""
 
@@ -98,24 +86,10 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    user = parts.username or ""
     host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def divided(total: int, workers: int) -> int:
-    """One worker's share of a concurrency limit: ``total // workers``, at least 1."""
-    return max(1, total // max(1, workers))
-
-
-def _force(settings: BaseSettings, name: str, value: Any) -> None:
-    """Set ``name`` at the priority it has already (at least the add-on's), so a value given
-    on the command line or in the project settings is replaced, not left as it was."""
-    priority = max(settings.getpriority(name) or 0, SETTINGS_PRIORITIES["addon"])
-    settings.set(name, value, priority=priority)
 
 
 def connect(url: str) -> Redis:
@@ -127,15 +101,6 @@ def connect(url: str) -> Redis:
     )
     client.ping()
     return client
-
-
-def unreachable(url: str, exc: BaseException) -> str:
-    """The one line a worker logs when Redis cannot be used: what failed, what to do."""
-    problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (
-        f"Scale-out: cannot use Redis at {redact(url)} ({problem}). Start Redis there, fix "
-        f"FINEWS_REDIS_URL, or unset it to crawl in this one process."
-    )
 
 
 class RedisScaleOut:
@@ -158,35 +123,34 @@ class RedisScaleOut:
         try:
             connect(url).close()
         except Exception as exc:  # redis.RedisError, or ValueError for a malformed URL
-            self._fail(unreachable(url, exc))
-        apply_scaleout(settings, url, job, settings.getint("FINEWS_WORKERS", 1))
+            problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self._fail(
+                f"Scale-out: cannot use Redis at {redact(url)} ({problem}). Start Redis there, "
+                "fix FINEWS_REDIS_URL, or unset it to crawl in this one process."
+            )
+        keys, workers = JobKeys(job), max(1, settings.getint("FINEWS_WORKERS", 1))
+        values = {
+            "SCHEDULER": SCHEDULER, "DUPEFILTER_CLASS": DUPEFILTER,
+            "SCHEDULER_QUEUE_CLASS": QUEUE, "SCHEDULER_PERSIST": True, "REDIS_URL": url,
+            "SCHEDULER_QUEUE_KEY": keys.requests, "SCHEDULER_DUPEFILTER_KEY": keys.dupefilter,
+            "DOWNLOAD_DELAY": settings.getfloat("DOWNLOAD_DELAY") * workers,
+        }  # fmt: skip
+        target = settings.getfloat("AUTOTHROTTLE_TARGET_CONCURRENCY", 1.0)
+        values["AUTOTHROTTLE_TARGET_CONCURRENCY"] = target / workers
+        for name in ("CONCURRENT_REQUESTS", "CONCURRENT_REQUESTS_PER_DOMAIN"):
+            values[name] = max(1, settings.getint(name) // workers)
+        for name, value in values.items():
+            # At the priority it has (at least the add-on's): a -s value is replaced too.
+            priority = max(settings.getpriority(name) or 0, SETTINGS_PRIORITIES["addon"])
+            settings.set(name, value, priority=priority)
+        settings["EXTENSIONS"][EXTENSION] = 0
 
     @staticmethod
     def _fail(message: str) -> None:
-        # Raised from inside the crawl's start-up, any exception would come out as a
-        # traceback (asyncio's "Task exception was never retrieved"); SystemExit ends the
-        # process with the one line, before anything is fetched or stored.
+        # Any exception raised in the crawl's start-up comes out as an asyncio traceback;
+        # SystemExit ends the process with the one line, before anything is fetched.
         logger.error(message)
         raise SystemExit(1)
-
-
-def apply_scaleout(settings: BaseSettings, url: str, job: str, workers: int) -> None:
-    """What the add-on sets for a worker of ``job`` (one of ``workers``) on Redis ``url``."""
-    keys = JobKeys(job)
-    workers = max(1, workers)
-    _force(settings, "SCHEDULER", SCHEDULER)
-    _force(settings, "DUPEFILTER_CLASS", DUPEFILTER)
-    _force(settings, "SCHEDULER_QUEUE_CLASS", QUEUE)
-    _force(settings, "SCHEDULER_PERSIST", True)
-    _force(settings, "REDIS_URL", url)
-    _force(settings, "SCHEDULER_QUEUE_KEY", keys.requests)
-    _force(settings, "SCHEDULER_DUPEFILTER_KEY", keys.dupefilter)
-    for name in ("CONCURRENT_REQUESTS", "CONCURRENT_REQUESTS_PER_DOMAIN"):
-        _force(settings, name, divided(settings.getint(name), workers))
-    target = settings.getfloat("AUTOTHROTTLE_TARGET_CONCURRENCY", 1.0)
-    _force(settings, "AUTOTHROTTLE_TARGET_CONCURRENCY", target / workers)
-    _force(settings, "DOWNLOAD_DELAY", settings.getfloat("DOWNLOAD_DELAY") * workers)
-    settings["EXTENSIONS"][EXTENSION] = 0
 
 
 # Enqueue in one round trip: KEYS dupefilter, queue; ARGV fingerprint ("" for a request
@@ -207,19 +171,15 @@ def _make_scheduler() -> type:
     from scrapy_redis.scheduler import Scheduler
 
     class RedisScheduler(Scheduler):
-        """scrapy-redis's scheduler on its priority queue (a sorted set, scores ``-priority``
-        as scrapy-redis writes them), with one Redis round trip per request each way: the
-        duplicate check and the push in one script, the pop a ZPOPMIN (scrapy-redis takes
-        two and a transaction). It counts and logs the way current Scrapy wants (scrapy-redis
-        passes ``spider=`` to the stats and calls ``Spider.log``, both deprecated)."""
+        """scrapy-redis's scheduler on its priority queue (scores ``-priority``), with one
+        round trip per request each way: check and push in one script, pop by ZPOPMIN. It
+        counts and logs without scrapy-redis's calls that current Scrapy deprecates."""
 
         def open(self, spider: Any) -> None:
             self.spider = spider
+            key = self.queue_key % {"spider": spider.name}
             self.queue = load_object(self.queue_cls)(
-                server=self.server,
-                spider=spider,
-                key=self.queue_key % {"spider": spider.name},
-                serializer=self.serializer,
+                server=self.server, spider=spider, key=key, serializer=self.serializer
             )
             if not self.df:
                 self.df = load_object(self.dupefilter_cls).from_spider(spider)
@@ -254,24 +214,21 @@ def _make_scheduler() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # ``SCHEDULER = "crawler.scaleout.RedisScheduler"`` is a subclass of scrapy-redis's
-    # scheduler, built on first use: importing this module (ADDONS does, always) must not
-    # import scrapy-redis or Redis.
+    # RedisScheduler is built on first use: importing this module (ADDONS does, always)
+    # must not import scrapy-redis or Redis.
     if name == "RedisScheduler":
-        scheduler = _make_scheduler()
-        globals()[name] = scheduler
+        scheduler = globals()[name] = _make_scheduler()
         return scheduler
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the registry of workers ------------------------------------------------------------
 
-# KEYS: workers hash, queue, filter, arrivals counter. ARGV: action (join, beat, leave),
-# this worker's member, this host's member prefix, seconds after which another host's
-# worker is dead, TTL of the keys, then members of this host whose process is gone.
-# Returns for join {this worker's number, queue and filter of an earlier run deleted (0-2)};
-# for leave {live workers left, keys deleted}; for beat {members, 0}. Times are Redis's own
-# clock, so the hosts' clocks need not agree.
+# KEYS: workers hash, queue, filter, arrivals counter. ARGV: action (join, beat, leave), this
+# worker's member, this host's member prefix, seconds after which another host's worker is
+# dead, TTL of the keys, then members of this host whose process is gone. Returns {number,
+# earlier run's keys deleted (0-2)} for join, {live workers left, keys deleted} for leave,
+# {members, 0} for beat. Times are Redis's own clock: the hosts' clocks need not agree.
 _REGISTRY_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -314,8 +271,7 @@ return {live, deleted}
 
 
 def pid_exists(pid: int) -> bool:
-    """True if the process runs: not gone, and not a zombie its parent has not reaped yet
-    (``scrapy cron`` reaps its workers only once its own crawl has ended)."""
+    """True if the process exists and is not a zombie (``scrapy cron`` reaps its workers late)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -332,14 +288,9 @@ class Registry:
     """The live workers of one job (see the module docstring), and its keys' clean-up."""
 
     def __init__(
-        self,
-        server: Redis,
-        keys: JobKeys,
-        host: str | None = None,
-        pid: int | None = None,
-        stale_after: float = STALE_AFTER,
-        ttl: int = KEY_TTL,
-    ) -> None:
+        self, server: Redis, keys: JobKeys, host: str | None = None, pid: int | None = None,
+        stale_after: float = STALE_AFTER, ttl: int = KEY_TTL,
+    ) -> None:  # fmt: skip
         self.server = server
         self.keys = keys
         self.host = host or socket.gethostname()
@@ -349,8 +300,7 @@ class Registry:
         self._script = server.register_script(_REGISTRY_LUA)
 
     def join(self) -> tuple[int, int]:
-        """Register; returns (this worker's number in order of arrival, the keys of an earlier
-        run, queue and filter, deleted: 0 to 2)."""
+        """Register; returns (this worker's number, earlier run's queue and filter deleted)."""
         return self._run("join")
 
     def beat(self) -> int:
@@ -464,11 +414,8 @@ class ScaleOutJob:
         finally:
             self.server.close()
 
-    # -- looping calls ------------------------------------------------------------------
-
     def _guarded(self, name: str) -> None:
-        """Run ``name`` (``heartbeat`` or ``watch``); Redis gone for a moment is warned about
-        once, and the next call tries again."""
+        """Run ``name``; a Redis failure is warned about once, the next call tries again."""
         try:
             getattr(self, name)()
         except Exception as exc:
@@ -482,39 +429,28 @@ class ScaleOutJob:
         self.registry.beat()
 
     def watch(self) -> None:
-        """While this worker is idle: wake it when the shared queue has requests, close it
-        when the queue has stayed empty FINEWS_IDLE_CLOSE seconds."""
+        """While idle: wake on queued requests, close once the queue stayed empty long enough."""
         engine = self.crawler.engine
         if self.closing or engine is None or engine.spider is None or engine.scheduler is None:
             return
-        if not self.locally_idle():
+        slot = engine.scraper.slot
+        if engine.downloader.active or (slot is not None and not slot.is_idle()):  # busy
             self.empty_since = None
         elif self.queue_size():
             self.empty_since = None
-            self.wake()
+            # Schedule one request again: the woken engine fetches from the queue what it may.
+            request = engine.scheduler.next_request()
+            if request is not None:  # else another worker was quicker
+                engine.crawl(request.replace(dont_filter=True))
+                self.crawler.stats.inc_value("finews/redis/reinjected")
         elif self._idle_long_enough():
             self._closed_idle()
             deferred_from_coro(engine.close_spider_async(reason="finished")).addErrback(
                 lambda failure: logger.error("Scale-out: closing failed: %s", failure.value)
             )
 
-    def wake(self) -> None:
-        """Take one request from the shared queue and schedule it again: the engine, woken,
-        then fetches from the queue as much as it may."""
-        engine = self.crawler.engine
-        request = engine.scheduler.next_request()
-        if request is not None:  # else another worker was quicker
-            engine.crawl(request.replace(dont_filter=True))
-            self.crawler.stats.inc_value("finews/redis/reinjected")
-
     def queue_size(self) -> int:
         return int(self.server.zcard(self.keys.requests))
-
-    def locally_idle(self) -> bool:
-        """Nothing downloading or being scraped in this worker (its queue is Redis's)."""
-        engine = self.crawler.engine
-        scraper_slot = engine.scraper.slot
-        return not engine.downloader.active and (scraper_slot is None or scraper_slot.is_idle())
 
     def _idle_long_enough(self) -> bool:
         now = self.clock()

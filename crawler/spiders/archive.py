@@ -2,55 +2,41 @@
 
 Arguments (``-a name=value``):
 
-- ``path``: the directory: a checkout of the site's repository (``old_post/``, ``_posts/``)
-  or any directory of post files. Walked recursively; symlinks are never followed.
-- ``since`` / ``until``: ``YYYY-MM-DD``, inclusive. A file is placed by the date its name
-  starts with (files outside are not even read), else by the post's parsed time.
+- ``path``: a checkout of the site's repository (``old_post/``, ``_posts/``) or any directory
+  of post files, walked recursively; symlinks are never followed.
+- ``since`` / ``until``: ``YYYY-MM-DD``, inclusive, by the date a file's name starts with
+  (files outside are not even read), else by the post's parsed time.
 - ``categories``: ``slug1,slug2`` to store only posts of those categories.
-- ``refresh``: ``1`` reads every file again. By default a file is passed over when its
-  size and mtime are as recorded in ``source_files`` and its article is still stored (or
-  it was rejected); a file with new mtime but the same bytes is not parsed either.
+- ``refresh``: ``1`` reads every file again. By default a file is passed over when its size
+  and mtime are as recorded in ``source_files`` and its article is still stored (or it was
+  rejected); a file with a new mtime but the same bytes is not parsed either.
 - ``workers``: parser processes (default: one per core, at most 4; ``0`` parses here).
 
-One post is one file name: where several files hold it (the same name in ``_posts/`` and
-``old_post/``, or saved versions ``<name>.<commit7>.md``), only the newest is read and the
-others count as duplicates (``crawler.postfiles.superseded``). The rest are read in path
-order and each goes to the store as its own sighting, so the storage rules
-(``pipelines.upsert``) decide between an emnews post and an outlet's copy of the same
-article exactly as they would across runs. That is why the site crawl's in-run dedupe is
-switched off here: with it, a killed and restarted backfill could end differently from an
-uninterrupted one.
+Of several files holding one post (one file name) only the newest is read; the others count
+as duplicates (``crawler.postfiles.superseded``). Every file read is its own sighting, so the
+storage rules (``pipelines.upsert``) decide between an emnews post and an outlet's copy as
+they would across runs; the site crawl's in-run dedupe is off because with it a killed and
+restarted backfill could end differently from an uninterrupted one.
 
-Counts: every file the walk finds is counted once in ``finews/seen`` (the validate
-pipeline counts those that become items, this spider the others), and at the end
-``seen = stored + updated + unchanged + duplicates + rejected + skipped``, as in
-``crawl_runs``: duplicates are superseded copies, skipped are files passed over
-(``finews/skipped/<reason>``: unchanged, outside_window, other_category, not_a_post).
+Counts: every file found is counted once in ``finews/seen`` (by the validate pipeline if it
+becomes an item, else here), and ``seen = stored + updated + unchanged + duplicates +
+rejected + skipped`` (``finews/skipped/<reason>``), as in ``crawl_runs``.
 
-Parsing is the backfill's CPU cost, so files are read and parsed (``crawler.postfiles.
-read_chunk``) in a ``concurrent.futures.ProcessPoolExecutor`` while this process validates
-and stores (``ParserPool``). Files go out in chunks (one future per chunk, not per file, so
-the executor's management thread has little to do), at most ``workers * AHEAD`` chunks are
-in flight, so memory stays bounded whatever the size of the tree, and results are taken in
-file order: a backfill is deterministic, and a restarted one converges to the same rows.
-Jobs under ``INLINE_BELOW`` files, and ``workers=0``, are read in this process: starting
-workers would cost more than it saves. Workers are started by the ``forkserver`` method
-(``spawn`` where it is missing), never by a plain fork of this process (its reactor,
-threads and database connections), run at a lower priority than this process (which
-everything waits on), ignore Ctrl-C (Scrapy stops them) and exit if this process dies.
+Parsing is the backfill's CPU cost, so ``ParserPool`` reads and parses files in a
+``ProcessPoolExecutor`` while this process validates and stores: in chunks (one future per
+chunk spares the executor's management thread), at most ``workers * AHEAD`` chunks in flight
+(memory bounded whatever the tree), results in file order (deterministic: a restarted backfill
+converges to the same rows); small jobs and ``workers=0`` are read here. Workers start by
+``forkserver`` (else ``spawn``), never as a fork of this process (reactor, threads, database
+connections), run niced, ignore Ctrl-C (Scrapy stops them) and exit if this process dies.
 
-If a worker dies (killed, out of memory), the executor is broken and every file it held is
-lost to this run: the backfill stops there, with one ERROR line and the close reason
-``parser_pool_broken``. ``start()`` ends, and the spider is closed with that reason once
-the items already sent are stored (from ``spider_idle``, so no item is cut short). Nothing
-is lost for good: what was stored is recorded in ``source_files``, so running the same
-command again passes over the files already done and reads the rest. (Reading the rest in
-this process instead would hide a worker's death behind a slow run.) The executor is shut
-down, its queued chunks cancelled, when ``start()`` ends or is abandoned and when the
-spider closes.
+A dead worker (killed, out of memory) breaks the executor and loses the files it held: the
+backfill stops with one ERROR line and the close reason ``parser_pool_broken`` once the items
+sent are stored. The same command run again passes over the files stored and reads the rest
+(reading them here would hide the death behind a slow run). The executor is shut down, queued
+chunks cancelled, when ``start()`` ends or is abandoned and when the spider closes.
 
-What a file is, whether to read it and how to read it is decided in ``crawler.postfiles``;
-storing happens in the pipelines. This module wires them together and counts.
+What a file is and how to read it is ``crawler.postfiles``'s; this module wires it up and counts.
 """
 
 from __future__ import annotations
@@ -68,7 +54,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import chain, islice
-from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +69,6 @@ from crawler.postfiles import (
     Filters,
     ReadResult,
     ReadTask,
-    Tree,
     is_unchanged,
     read_chunk,
     still_held,
@@ -118,15 +102,10 @@ class ArchiveSpider(Spider):
     }
 
     def __init__(
-        self,
-        path: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        categories: str | None = None,
-        refresh: str | bool = False,
-        workers: str | int | None = None,
-        **kwargs: Any,
-    ) -> None:
+        self, path: str | None = None, since: str | None = None, until: str | None = None,
+        categories: str | None = None, refresh: str | bool = False,
+        workers: str | int | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         if not path:
             raise ValueError("name the directory to backfill: scrapy crawl archive -a path=DIR")
@@ -135,16 +114,15 @@ class ArchiveSpider(Spider):
             raise ValueError(f"path {path!r} is not a directory")
         self.filters = Filters.parse(since, until, categories)
         self.refresh = parse_flag(refresh)
-        self.workers = default_workers() if workers in (None, "") else int(workers)
+        if workers in (None, ""):
+            workers = max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
+        self.workers = int(workers)
         self.mode = "backfill-refresh" if self.refresh else "backfill"
         self.arguments = {
-            "path": str(self.root),
-            "since": self.filters.since,
-            "until": self.filters.until,
+            "path": str(self.root), "since": self.filters.since, "until": self.filters.until,
             "categories": sorted(self.filters.categories or []) or "all",
-            "refresh": self.refresh,
-            "workers": self.workers,
-        }
+            "refresh": self.refresh, "workers": self.workers,
+        }  # fmt: skip
         self.records: dict[str, FileRecord] = {}
         self.pool = ParserPool(self.filters, workers=self.workers)
         self.stop_reason: str | None = None  # set when the backfill cannot go on
@@ -180,17 +158,15 @@ class ArchiveSpider(Spider):
         except BrokenProcessPool as exc:
             logger.error(
                 "The parser processes died (%s): the backfill stops here. Run the same "
-                "command again to resume: files already stored are passed over.",
-                exc,
-            )
+                "command again to resume: files already stored are passed over.", exc,
+            )  # fmt: skip
             self.stop_reason = BROKEN
         finally:
             self.pool.close()
 
     def idle(self) -> None:
         """Everything sent is stored: close with the reason the backfill stopped, if any.
-        (Raised from start(), CloseSpider starts closing while items from start() are still
-        in the pipelines, and Scrapy 2.19 may then wait for them forever.)"""
+        (CloseSpider raised in start() with items in the pipelines may hang Scrapy 2.19.)"""
         if self.stop_reason is not None:
             raise CloseSpider(self.stop_reason)
 
@@ -200,8 +176,16 @@ class ArchiveSpider(Spider):
     def plan(self) -> Iterator[ReadTask]:
         """The files to read, in path order; those passed over are counted here."""
         tree = walk(self.root)
-        self.crawler.stats.set_value("finews/files_total", len(tree.files) + len(tree.unreadable))
-        self.report(tree)
+        stats = self.crawler.stats
+        stats.set_value("finews/files_total", len(tree.files) + len(tree.unreadable))
+        logger.info("Found %d post files under %s", len(tree.files), self.root)
+        for entry in tree.unreadable:  # unreadable entries become rejects
+            stats.inc_value("finews/seen")
+            self.store.reject(Path(entry.path).as_uri(), entry.reason, detail=entry.path)
+        if tree.symlinks:
+            stats.set_value("finews/symlinks_not_followed", len(tree.symlinks))
+            shown = ", ".join(tree.symlinks[:5]) + (" ..." if len(tree.symlinks) > 5 else "")
+            logger.info("Not following %d symlinks: %s", len(tree.symlinks), shown)
         self.records = {} if self.refresh else self.store.source_files()
         stored = self.store.stored_codes()
         older = superseded(tree.files)
@@ -257,39 +241,15 @@ class ArchiveSpider(Spider):
         for key in ("finews/seen", *keys) if seen else keys:
             stats.inc_value(key)
 
-    def report(self, tree: Tree) -> None:
-        """Walk findings that are not post files: unreadable entries become rejects."""
-        logger.info("Found %d post files under %s", len(tree.files), self.root)
-        for entry in tree.unreadable:
-            self.crawler.stats.inc_value("finews/seen")
-            self.store.reject(Path(entry.path).as_uri(), entry.reason, detail=entry.path)
-        if tree.symlinks:
-            self.crawler.stats.set_value("finews/symlinks_not_followed", len(tree.symlinks))
-            shown = ", ".join(tree.symlinks[:5]) + (" ..." if len(tree.symlinks) > 5 else "")
-            logger.info("Not following %d symlinks: %s", len(tree.symlinks), shown)
-
-
-def default_workers() -> int:
-    return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
-
 
 class ParserPool:
     """``read(tasks)`` yields ``(task, result)`` in task order; ``close()`` stops the workers.
-
-    A worker that dies breaks the pool: ``read`` raises ``BrokenProcessPool`` (see the
-    module docstring for what the spider does then).
-    """
+    A dead worker breaks the pool: ``read`` raises ``BrokenProcessPool``."""
 
     def __init__(
-        self,
-        filters: Filters,
-        workers: int = 2,
-        *,
-        chunk_size: int = CHUNK_SIZE,
-        ahead: int = AHEAD,
-        inline_below: int = INLINE_BELOW,
-        reader: Reader = read_chunk,
-    ) -> None:
+        self, filters: Filters, workers: int = 2, *, chunk_size: int = CHUNK_SIZE,
+        ahead: int = AHEAD, inline_below: int = INLINE_BELOW, reader: Reader = read_chunk,
+    ) -> None:  # fmt: skip
         self.filters = filters
         self.workers = max(0, workers)
         self.chunk_size = max(1, chunk_size)
@@ -299,58 +259,47 @@ class ParserPool:
         self.executor: ProcessPoolExecutor | None = None
 
     async def read(self, tasks: Iterable[ReadTask]) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
-        chunks = _chunked(iter(tasks), self.chunk_size)
+        source = iter(tasks)
+        chunks = iter(lambda: list(islice(source, self.chunk_size)), [])  # until one is empty
         # Look ahead: a job smaller than inline_below is not worth starting workers for.
         first = list(islice(chunks, -(-max(1, self.inline_below) // self.chunk_size)))
-        small = sum(map(len, first)) < self.inline_below
-        if self.workers == 0 or small:
-            for chunk in chain(first, chunks):
+        chunks = chain(first, chunks)
+        if self.workers == 0 or sum(map(len, first)) < self.inline_below:
+            for chunk in chunks:
                 for pair in zip(chunk, self.reader(chunk, self.filters), strict=True):
                     yield pair
             return
         try:
-            async for pair in self._read_in_workers(chain(first, chunks)):
-                yield pair
+            self.executor = executor = self._new_executor()
+            # At most workers * ahead chunks in flight; answers are taken in task order.
+            pending: deque[tuple[list[ReadTask], Future[list[ReadResult]]]] = deque()
+            room = self.workers * self.ahead
+            while True:
+                while len(pending) < room and (chunk := next(chunks, None)) is not None:
+                    pending.append((chunk, executor.submit(self.reader, chunk, self.filters)))
+                if not pending:
+                    return
+                chunk, future = pending.popleft()
+                for pair in zip(chunk, await asyncio.wrap_future(future), strict=True):
+                    yield pair
         finally:
             self.close()
 
-    async def _read_in_workers(
-        self, chunks: Iterator[list[ReadTask]]
-    ) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
-        self.executor = executor = self._new_executor()
-        # At most workers * ahead chunks in flight; answers are taken in task order.
-        pending: deque[tuple[list[ReadTask], Future[list[ReadResult]]]] = deque()
-        room = self.workers * self.ahead
-        while True:
-            while len(pending) < room and (chunk := next(chunks, None)) is not None:
-                pending.append((chunk, executor.submit(self.reader, chunk, self.filters)))
-            if not pending:
-                return
-            chunk, future = pending.popleft()
-            results = await asyncio.wrap_future(future)
-            for pair in zip(chunk, results, strict=True):
-                yield pair
-
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            self.workers, mp_context=start_method(), initializer=_start_worker
-        )
+        # forkserver where there is one (its server imports the parser once and forks workers
+        # from that), else spawn: never a fork of the crawl process itself.
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])  # not __main__: the scrapy command line
+        else:
+            context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker)
 
     def close(self) -> None:
         """Stop the workers; chunks not started are cancelled, a run's restart reads them."""
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
-
-
-def start_method() -> BaseContext:
-    """``forkserver`` where there is one (its server imports the parser once, and forks
-    workers from that), else ``spawn``: never a fork of the crawl process itself."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # not __main__: the scrapy command line
-    return context
 
 
 def _start_worker() -> None:
@@ -368,8 +317,3 @@ def _start_worker() -> None:
 def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
     parent.join()  # returns when the parent's end of the pipe closes: it died
     os._exit(1)
-
-
-def _chunked(tasks: Iterator[ReadTask], size: int) -> Iterator[list[ReadTask]]:
-    while chunk := list(islice(tasks, size)):
-        yield chunk
