@@ -1,13 +1,8 @@
 """The run ledger: one ``crawl_runs`` row per run, opened at start, closed at the end.
 
-The row is closed whatever the end: finished, interrupted (Ctrl-C), failed (storage could
-not write, start errors) or stopped early by a CLOSESPIDER_* limit. Counts come from the
-crawl's stats, under the ``finews/…`` keys the pipelines increment.
-
-A process killed outright (SIGKILL, the OOM killer) cannot close its row: it stays
-``running`` with the progress counts last recorded. ``scrapy cron`` closes the rows its
-dead workers left (``close_abandoned``) and records each worker's exit status
-(``record_exit_status``).
+The row is closed whatever the end (finished, interrupted, failed, a CLOSESPIDER_* limit), with
+the counts the pipelines keep under ``finews/…`` stats keys. A process killed outright leaves it
+``running`` with the progress last recorded; ``scrapy cron`` closes its dead workers' rows.
 """
 
 from __future__ import annotations
@@ -25,15 +20,8 @@ from schema.models import CrawlRun
 RUNS: Table = CrawlRun.__table__  # type: ignore[assignment]
 
 # crawl_runs column -> stats key.
-COUNT_KEYS = {
-    "seen": "finews/seen",
-    "stored": "finews/stored",
-    "updated": "finews/updated",
-    "unchanged": "finews/unchanged",
-    "duplicates": "finews/duplicates",
-    "rejected": "finews/rejected",
-    "skipped": "finews/skipped",
-}
+COUNTED = ("seen", "stored", "updated", "unchanged", "duplicates", "rejected", "skipped")
+COUNT_KEYS = {column: f"finews/{column}" for column in COUNTED}
 ERROR_KEYS = ("log_count/ERROR", "finews/errors")
 
 # Scrapy close reason -> run status; any other reason (CLOSESPIDER_* limits) is "stopped".
@@ -52,9 +40,7 @@ class Stats(Protocol):
 
 
 def status_for(reason: str | None, *, storage_failed: bool) -> str:
-    if storage_failed:
-        return "failed"
-    return STATUS_BY_REASON.get(reason or "", "stopped")
+    return "failed" if storage_failed else STATUS_BY_REASON.get(reason or "", "stopped")
 
 
 def counts_from(stats: Stats) -> dict[str, int]:
@@ -103,27 +89,22 @@ def close_run(
     now: datetime,
     exit_status: int | None = None,
 ) -> None:
-    values: dict[str, Any] = {
-        "status": status,
-        "close_reason": reason,
-        "finished_at": now,
-        **counts,
-    }
+    values: dict[str, Any] = {"status": status, "close_reason": reason, "finished_at": now}
     if exit_status is not None:
         values["exit_status"] = exit_status
     with engine.begin() as conn:
-        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values))
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(**values, **counts))
 
 
 def record_exit_status(engine: Engine, run_id: int, exit_status: int) -> None:
-    """Set the row's exit status, after the row was closed (a job is judged after its rows)."""
+    """Set the exit status of a closed row (a job is judged after its rows were closed)."""
     with engine.begin() as conn:
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(exit_status=exit_status))
 
 
 def close_abandoned(engine: Engine, run_id: int, *, reason: str, now: datetime) -> bool:
-    """Close as ``failed`` a row its process left ``running`` (it died); the progress counts
-    stay as last recorded. False if the row was not running (its process closed it)."""
+    """Close as ``failed`` a row its dead process left ``running``, keeping its progress counts;
+    False if the row was not running (its process closed it)."""
     query = (
         update(RUNS)
         .where(RUNS.c.id == run_id, RUNS.c.status == "running")

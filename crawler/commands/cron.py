@@ -1,36 +1,26 @@
-"""``scrapy cron [-a name=value …]``: one scheduled run of the ``finews`` spider.
+"""``scrapy cron [-a name=value …]``: one scheduled run of the ``finews`` spider, for cron and
+systemd timers (README, "Scheduled crawl"). It
 
-For cron and systemd timers (README, "Scheduled crawl"). It
-
-1. takes the lock, so two runs of a job never overlap (a second run exits 75 at once,
-   naming the run that holds it): the file FINEWS_LOCK_FILE, or with FINEWS_REDIS_URL the
-   Redis key ``finews:<FINEWS_JOB>:lock`` (no two machines run the job), taken without
-   waiting, expiring FINEWS_LOCK_TIMEOUT seconds (600) after it was last renewed (every
-   third of that while the run lasts);
-2. checks that the database answers (FINEWS_DB_CONNECT_TIMEOUT) and is at the newest
-   schema, before anything is fetched;
-3. with FINEWS_WORKERS=N ≥ 2 (and FINEWS_REDIS_URL), starts N−1 further workers of the
-   job, each ``python -m scrapy crawl finews`` with the same ``-a`` arguments, ``-s``
-   settings and FINEWS_JOB (``crawler.scaleout``);
+1. takes the lock without waiting, so two runs of a job never overlap: FINEWS_LOCK_FILE, or with
+   FINEWS_REDIS_URL the key ``finews:<FINEWS_JOB>:lock`` on Redis (one run on any machine),
+   which expires FINEWS_LOCK_TIMEOUT s (600) after its last renewal (every third of that);
+2. checks that the database answers (FINEWS_DB_CONNECT_TIMEOUT) and is at the newest schema;
+3. with FINEWS_WORKERS=N ≥ 2 (and FINEWS_REDIS_URL), starts N−1 further workers of the job:
+   ``python -m scrapy crawl finews`` with the same ``-a``, ``-s`` and FINEWS_JOB;
 4. runs ``finews`` in this process (incremental by default), as one worker of the job;
-5. waits for the other workers (FINEWS_WORKER_WAIT seconds, 900, once its own crawl has
-   ended; then SIGTERM, then SIGKILL), closes as ``failed`` a ``crawl_runs`` row a dead
-   worker left ``running``, and records each worker's exit status in its row;
-6. judges the run, or the job as a whole (every worker's exit and row, counts and errors
-   summed over the job's rows), prints one line, records the exit status in its own
-   ``crawl_runs`` row and exits with it:
+5. gives the others FINEWS_WORKER_WAIT s (900) once its crawl ended, then SIGTERM, SIGKILL;
+   closes as ``failed`` the rows dead workers left ``running``; records each worker's exit;
+6. judges the run, or the job as a whole (every worker's exit and row, counts and errors summed),
+   prints one line, records the exit status in its own ``crawl_runs`` row and exits with it:
 
     0   finished: pages fetched, errors within FINEWS_MAX_ERRORS (over the whole job)
-    1   failed: more errors than that, stopped early (interrupted, a CLOSESPIDER_* limit)
-        or did not start; or a worker that exited non-zero, was killed or stopped, or
-        left no row
+    1   more errors, stopped early (interrupted, CLOSESPIDER_*) or did not start; or a worker
+        exited non-zero, was killed or stopped, or left no row
     2   wrong arguments (Scrapy's usage error)
-    3   the database (or Redis): unreachable, not at the newest schema, or writes failed
+    3   the database (or Redis): unreachable (the line is then the only record), not at the
+        newest schema, or writes failed
     4   the site gave no page at all (every request failed or was refused)
     75  another run holds the lock
-
-A run that cannot reach the database has no ``crawl_runs`` row; the printed line and the
-exit status are then the only record.
 """
 
 from __future__ import annotations
@@ -55,9 +45,10 @@ from scrapy import signals
 from scrapy.commands import BaseRunSpiderCommand
 from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from crawler import scaleout
 from crawler.pages.site import site_root
 from pipelines import ledger
 from schema.db import database_url, make_engine, redact
@@ -72,68 +63,54 @@ DEFAULT_LOCK_TIMEOUT = 600.0  # seconds; the Redis lock is renewed every third o
 DEFAULT_WORKER_WAIT = 900.0  # seconds the other workers get once this one's crawl ended
 JOB_LENGTH = 100  # crawl_runs.job holds this many characters
 STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL for a worker still running then
+# Summed over the job's crawl_runs rows, one per worker.
+TOTALED = ("seen", "stored", "updated", "unchanged", "duplicates", "rejected", "skipped", "errors")
+PROGRESS = ("pages", "stored", "updated", "skipped", "rejected")  # finews/… stats a run reports
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run went: the process exit status and one line for a person."""
+    code: int  # the process exit status
+    message: str  # how the run went, in one line for a person
 
-    code: int
-    message: str
+    @staticmethod
+    def by_errors(errors: int, max_errors: int, progress: str) -> Outcome:
+        """The outcome of a crawl that ran to its end."""
+        if errors <= max_errors:
+            return Outcome(OK, f"finished: {progress}, {errors} errors")
+        too_many = f"{errors} errors, more than FINEWS_MAX_ERRORS={max_errors}"
+        return Outcome(FAILED, f"{too_many}: {progress}")
 
 
-def judge(
-    reason: str | None, stats: Mapping[str, Any], *, storage_failed: bool, max_errors: int
-) -> Outcome:
+def _count(stats: Mapping[str, Any], key: str) -> int:
+    return int(stats.get(key, 0) or 0)
+
+
+def _refused(stats: Mapping[str, Any]) -> int:
+    ok = _count(stats, "downloader/response_status_count/200")
+    return _count(stats, "downloader/request_count") - ok
+
+
+def judge(reason: str | None, stats: Mapping[str, Any], *, storage_failed: bool,
+          max_errors: int) -> Outcome:  # fmt: skip
     """The exit status of a finished crawl, from its close reason and stats."""
-    count = {key: int(stats.get(key, 0) or 0) for key in _COUNTED}
-    errors = count["log_count/ERROR"] + count["finews/errors"]
+    c = {key: _count(stats, f"finews/{key}") for key in PROGRESS}
+    errors = _count(stats, "log_count/ERROR") + _count(stats, "finews/errors")
+    progress = (f"{c['pages']} pages, {c['stored']} articles stored, {c['updated']} updated, "
+                f"{c['skipped']} posts skipped, {c['rejected']} rejected")  # fmt: skip
     if storage_failed:
         return Outcome(DATABASE, f"could not write to the database ({errors} errors)")
     if reason != "finished":
-        return Outcome(FAILED, f"the crawl stopped early ({reason}) after {_progress(count)}")
-    if count["finews/pages"] == 0:
-        failed = count["downloader/request_count"] - count["downloader/response_status_count/200"]
-        return Outcome(NO_PAGES, f"the site gave no page ({failed} requests failed or refused)")
-    if errors > max_errors:
-        return Outcome(
-            FAILED, f"{errors} errors, more than FINEWS_MAX_ERRORS={max_errors}: {_progress(count)}"
-        )
-    return Outcome(OK, f"finished: {_progress(count)}, {errors} errors")
-
-
-_COUNTED = (
-    "log_count/ERROR",
-    "finews/errors",
-    "finews/pages",
-    "finews/stored",
-    "finews/updated",
-    "finews/skipped",
-    "finews/rejected",
-    "downloader/request_count",
-    "downloader/response_status_count/200",
-)
-
-
-def _progress(count: Mapping[str, int]) -> str:
-    return (
-        f"{count['finews/pages']} pages, {count['finews/stored']} articles stored, "
-        f"{count['finews/updated']} updated, {count['finews/skipped']} posts skipped, "
-        f"{count['finews/rejected']} rejected"
-    )
-
-
-# -- a job of several workers ---------------------------------------------------------------
-
-# Summed over the job's crawl_runs rows, one per worker.
-TOTALED = ("seen", "stored", "updated", "unchanged", "duplicates", "rejected", "skipped", "errors")
+        return Outcome(FAILED, f"the crawl stopped early ({reason}) after {progress}")
+    if c["pages"] == 0:
+        refused = _refused(stats)
+        return Outcome(NO_PAGES, f"the site gave no page ({refused} requests failed or refused)")
+    return Outcome.by_errors(errors, max_errors, progress)
 
 
 @dataclass(frozen=True)
 class WorkerResult:
-    """How a further worker (a ``scrapy crawl finews`` subprocess) ended."""
-
-    name: str  # "worker 2 (pid 4242)"
+    name: str  # of a further worker (a ``scrapy crawl finews`` subprocess): "worker 2 (pid 42)"
     returncode: int  # negative: killed by that signal
     row: Mapping[str, Any] | None  # its crawl_runs row, None if it left none
     stopped: str | None = None  # why cron stopped it, if it did
@@ -157,39 +134,18 @@ class WorkerResult:
 
 
 def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    return {sig.value: sig.name for sig in signal.Signals}.get(number, f"signal {number}")
 
 
-def totals_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    return {key: sum(int(row[key] or 0) for row in rows) for key in TOTALED}
-
-
-def _job_progress(workers: int, totals: Mapping[str, int]) -> str:
-    return (
-        f"{workers} workers, {totals['seen']} articles seen, {totals['stored']} stored, "
-        f"{totals['updated']} updated, {totals['skipped']} posts skipped, "
-        f"{totals['rejected']} rejected"
-    )
-
-
-def judge_job(
-    own: Outcome,
-    reason: str | None,
-    stats: Mapping[str, Any],
-    workers: Sequence[WorkerResult],
-    totals: Mapping[str, int],
-    *,
-    max_errors: int,
-) -> Outcome:
-    """The exit status of a job: this process's crawl (``own``, judged alone, with its close
-    ``reason`` and ``stats``; ``reason`` None if it never closed), the other workers, and
-    ``totals``, the counts summed over the job's ``crawl_runs`` rows (this one's included).
-    """
-    progress = _job_progress(1 + len(workers), totals)
-    errors = totals["errors"]
+def judge_job(own: Outcome, reason: str | None, stats: Mapping[str, Any],
+              workers: Sequence[WorkerResult], totals: Mapping[str, int], *,
+              max_errors: int) -> Outcome:  # fmt: skip
+    """The exit status of a job: this process's crawl (``own``, judged alone; ``reason`` None if
+    it never closed), the other workers, and ``totals`` summed over all the job's rows."""
+    n = 1 + len(workers)
+    progress = (f"{n} workers, {totals['seen']} articles seen, {totals['stored']} stored, "
+                f"{totals['updated']} updated, {totals['skipped']} posts skipped, "
+                f"{totals['rejected']} rejected")  # fmt: skip
     problems = []
     if own.code == DATABASE or reason is None:  # could not write, or did not start
         problems.append((own.code, f"this worker: {own.message}"))
@@ -200,40 +156,23 @@ def judge_job(
         code = DATABASE if any(code == DATABASE for code, _ in problems) else FAILED
         return Outcome(code, "; ".join(text for _, text in problems) + f": {progress}")
     # The others' rows do not count pages; posts read or skipped mean they had some.
-    pages = int(stats.get("finews/pages", 0) or 0) + totals["seen"] + totals["skipped"]
-    if pages == 0:
-        requests = int(stats.get("downloader/request_count", 0) or 0)
-        failed = requests - int(stats.get("downloader/response_status_count/200", 0) or 0)
-        return Outcome(
-            NO_PAGES,
-            f"the site gave no page to any of the {1 + len(workers)} workers "
-            f"({failed} requests of this one failed or were refused)",
-        )
-    if errors > max_errors:
-        return Outcome(
-            FAILED, f"{errors} errors, more than FINEWS_MAX_ERRORS={max_errors}: {progress}"
-        )
-    return Outcome(OK, f"finished: {progress}, {errors} errors")
-
-
-# -- the database ---------------------------------------------------------------------------
+    if _count(stats, "finews/pages") + totals["seen"] + totals["skipped"] == 0:
+        refused = f"{_refused(stats)} requests of this one failed or were refused"
+        return Outcome(NO_PAGES, f"the site gave no page to any of the {n} workers ({refused})")
+    return Outcome.by_errors(totals["errors"], max_errors, progress)
 
 
 def database_problem(url: str | None, timeout: float, *, auto_migrate: bool) -> str | None:
     """Why the run cannot use the database, or None when it answers and is usable."""
     parsed = database_url(url)
-    where = redact(parsed)
-    if parsed.get_backend_name() == "postgresql":
-        connect_args: dict[str, Any] = {"connect_timeout": max(2, round(timeout))}
-    else:
-        connect_args = {"timeout": timeout}
+    postgres = parsed.get_backend_name() == "postgresql"
+    connect_args = {"connect_timeout": max(2, round(timeout))} if postgres else {"timeout": timeout}
     try:
         engine = make_engine(parsed, connect_args=connect_args)
     except OSError as exc:
-        return f"cannot use the database at {where}: {exc}"
+        return f"cannot use the database at {redact(parsed)}: {exc}"
     try:
-        with engine.connect():
-            pass
+        engine.connect().close()
         if not auto_migrate and not is_blank(engine):
             require_current(engine)
     except SchemaOutdated as exc:
@@ -241,43 +180,21 @@ def database_problem(url: str | None, timeout: float, *, auto_migrate: bool) -> 
     except SQLAlchemyError as exc:
         original = getattr(exc, "orig", None) or exc
         first = (str(original).strip().splitlines() or [type(original).__name__])[0]
-        return f"cannot reach the database at {where}: {first}"
+        return f"cannot reach the database at {redact(parsed)}: {first}"
     finally:
         engine.dispose()
     return None
 
 
-def job_rows(
-    engine: Engine, *, job: str, host: str, pids: Sequence[int], since: datetime
-) -> list[dict[str, Any]]:
-    """The ``crawl_runs`` rows the workers of one cron run opened: the job's, on this host,
-    by these processes, since the run began."""
-    runs = ledger.RUNS
-    query = (
-        select(runs)
-        .where(
-            runs.c.spider == SPIDER,
-            runs.c.job == job,
-            runs.c.host == host,
-            runs.c.pid.in_(list(pids)),
-            runs.c.started_at >= since,
-        )
-        .order_by(runs.c.id)
-    )
-    with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
-
-
-# -- one crawl in this process ----------------------------------------------------------------
+def _first_line(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
 
 
 @dataclass
 class RunWatch:
-    """Judges one crawler's run at spider_closed and records the status in its ledger row.
-
-    Connected before the pipelines exist, so it runs before the store's own close handler:
-    it writes what the store holds, judges the run, then closes the ledger row with the status.
-    """
+    """Judges a crawler's run at spider_closed, then has the store record the exit status."""
 
     crawler: Crawler
     outcome: Outcome | None = None
@@ -287,6 +204,7 @@ class RunWatch:
     reason: str | None = None
 
     def __post_init__(self) -> None:
+        # Connected before the pipelines exist: runs before the store's own close handler.
         self.crawler.signals.connect(self._closed, signal=signals.spider_closed)
 
     def _closed(self, spider: Any, reason: str) -> None:
@@ -299,12 +217,9 @@ class RunWatch:
                 logger.exception("Could not write the last batch")
                 store.storage_failed = True
         self.stats = dict(self.crawler.stats.get_stats())
-        self.outcome = judge(
-            reason,
-            self.stats,
-            storage_failed=bool(store is not None and store.storage_failed),
-            max_errors=self.crawler.settings.getint("FINEWS_MAX_ERRORS", 10),
-        )
+        failed = bool(store is not None and store.storage_failed)
+        max_errors = self.crawler.settings.getint("FINEWS_MAX_ERRORS", 10)
+        self.outcome = judge(reason, self.stats, storage_failed=failed, max_errors=max_errors)
         if store is not None:
             self.run_id = store.run_id
             store.finish(reason, exit_status=self.outcome.code)
@@ -326,68 +241,35 @@ class RunWatch:
         return Outcome(FAILED, f"the crawl did not start: {detail}")
 
 
-def _first_line(error: BaseException) -> str:
-    original = getattr(error, "orig", None) or error
-    lines = str(original).strip().splitlines()
-    return f"{type(original).__name__}: {lines[0]}" if lines else type(original).__name__
-
-
 def crawl(process: Any, spider_args: dict[str, Any]) -> RunWatch:
     """Run the ``finews`` spider once in ``process`` (a Scrapy CrawlerProcess) and judge it."""
-    crawler = process.create_crawler(SPIDER)
-    watch = RunWatch(crawler)
-    task = process.crawl(crawler, **spider_args)
+    watch = RunWatch(process.create_crawler(SPIDER))
+    task = process.crawl(watch.crawler, **spider_args)
     if hasattr(task, "add_done_callback"):
         task.add_done_callback(watch.started)
     process.start()
     return watch
 
 
-# -- the other workers ------------------------------------------------------------------------
-
-
 def worker_command(opts: argparse.Namespace, job: str) -> list[str]:
-    """``python -m scrapy crawl finews`` with the -a arguments, -s settings and log options
-    this command was given, and FINEWS_JOB."""
+    """``python -m scrapy crawl finews`` with this command's -a, -s and log options, and the job."""
     command = [sys.executable, "-m", "scrapy", "crawl", SPIDER]
-    for name, value in opts.spargs.items():
-        command += ["-a", f"{name}={value}"]
-    for setting in opts.set:
-        command += ["-s", setting]
-    command += ["-s", f"FINEWS_JOB={job}"]
-    if opts.logfile:
-        command += ["--logfile", opts.logfile]
-    if opts.loglevel:
-        command += ["--loglevel", opts.loglevel]
-    if opts.nolog:
-        command.append("--nolog")
-    return command
+    command += [arg for name, value in opts.spargs.items() for arg in ("-a", f"{name}={value}")]
+    command += [arg for setting in [*opts.set, f"FINEWS_JOB={job}"] for arg in ("-s", setting)]
+    command += ["--logfile", opts.logfile] if opts.logfile else []
+    command += ["--loglevel", opts.loglevel] if opts.loglevel else []
+    return command + (["--nolog"] if opts.nolog else [])
 
 
 @dataclass
 class Worker:
-    """A further worker of the job, started by this cron run."""
-
-    number: int  # 2 … N: this process is worker 1
+    number: int  # of a further worker of the job, 2 … N: this process is worker 1
     process: subprocess.Popen[bytes]
     stopped: str | None = None  # why cron stopped it, if it did
 
     @property
     def name(self) -> str:
         return f"worker {self.number} (pid {self.process.pid})"
-
-
-def start_workers(command: list[str], count: int) -> list[Worker]:
-    workers: list[Worker] = []
-    try:
-        for number in range(2, count + 2):
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-            workers.append(Worker(number, process))
-            logger.info("Started %s: %s", workers[-1].name, " ".join(command[1:5]))
-    except OSError:
-        stop_workers(workers, "was stopped: the others could not start")
-        raise
-    return workers
 
 
 def wait_for(workers: Sequence[Worker], seconds: float) -> None:
@@ -420,21 +302,44 @@ def stop_workers(workers: Sequence[Worker], why: str) -> None:
             worker.process.wait()
 
 
-def died(returncode: int) -> str:
-    if returncode < 0:
-        return f"killed by {signal_name(-returncode)}"
-    return f"exit status {returncode}"
-
-
-# -- locks ------------------------------------------------------------------------------------
-
-
-def lock_owner_note(lock_path: Path) -> str:
-    """What the owner file beside the lock says about the run holding it, if anything."""
+def settle(url: str | None, watch: RunWatch, others: Sequence[Worker], job: str, since: datetime,
+           max_errors: int) -> Outcome:  # fmt: skip
+    """The job's outcome, from the rows its workers opened (on this host, by these processes, since
+    ``since``): a dead worker's row is closed, each row gets its worker's exit status."""
+    engine, runs = make_engine(database_url(url)), ledger.RUNS
+    pids = [os.getpid(), *(worker.process.pid for worker in others)]
+    query = select(runs).where(
+        runs.c.spider == SPIDER, runs.c.job == job, runs.c.host == socket.gethostname(),
+        runs.c.pid.in_(pids), runs.c.started_at >= since,
+    ).order_by(runs.c.id)  # fmt: skip
     try:
-        return " (" + owner_path(lock_path).read_text(encoding="utf-8").strip() + ")"
-    except OSError:
-        return ""
+        with engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        by_pid = {row["pid"]: row for row in rows}
+        results: list[WorkerResult] = []
+        for worker in others:
+            code, row = worker.process.returncode, by_pid.get(worker.process.pid)
+            if row is not None:
+                if row["status"] == "running":
+                    died = f"killed by {signal_name(-code)}" if code < 0 else f"exit status {code}"
+                    reason = f"worker died ({died}); closed by scrapy cron"
+                    now = datetime.now(BEIJING)
+                    ledger.close_abandoned(engine, row["id"], reason=reason, now=now)
+                    logger.error("%s died: run %d closed as failed", worker.name, row["id"])
+                    row = {**row, "status": "failed", "close_reason": reason}
+                ledger.record_exit_status(engine, row["id"], code)
+            results.append(WorkerResult(worker.name, code, row, worker.stopped))
+        totals = {key: sum(int(row[key] or 0) for row in rows) for key in TOTALED}
+        outcome = judge_job(watch.final(), watch.reason, watch.stats, results, totals,
+                            max_errors=max_errors)  # fmt: skip
+        if watch.run_id is not None:
+            ledger.record_exit_status(engine, watch.run_id, outcome.code)
+        return outcome
+    except SQLAlchemyError as exc:
+        problem = f"could not read or close the job's crawl_runs rows: {_first_line(exc)}"
+        return Outcome(DATABASE, problem)
+    finally:
+        engine.dispose()
 
 
 def owner_path(lock_path: Path) -> Path:
@@ -458,11 +363,12 @@ class FileCronLock:
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
-            return Outcome(
-                LOCKED,
-                f"another finews crawl holds the lock {self.path}"
-                f"{lock_owner_note(self.path)}; not starting a second one",
-            )
+            try:
+                note = " (" + owner_path(self.path).read_text(encoding="utf-8").strip() + ")"
+            except OSError:  # the holder has not written it yet
+                note = ""
+            return Outcome(LOCKED, f"another finews crawl holds the lock {self.path}{note}; "
+                           "not starting a second one")  # fmt: skip
         owner_path(self.path).write_text(owner_text() + "\n", encoding="utf-8")
         return None
 
@@ -476,21 +382,14 @@ def redis_lock_key(job: str) -> str:
 
 
 class RedisCronLock:
-    """``finews:{job}:lock`` on Redis: one run of a job at a time, whatever the machine.
-
-    Its value names the owner, so a refused run can say who holds it. It expires
-    ``timeout`` seconds after it was last renewed (a daemon thread renews it every third of
-    that), so a run killed outright holds the job for at most ``timeout`` seconds.
-    """
+    """``finews:{job}:lock`` on Redis, naming its owner: one run of a job on any machine. Renewed
+    every ``timeout``/3 s, it expires ``timeout`` s after a run that was killed outright."""
 
     def __init__(self, url: str, job: str, timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         import redis  # only runs with a Redis URL need it
 
-        from crawler.scaleout import redact as redact_redis
-
-        self.where = redact_redis(url)
-        self.key = redis_lock_key(job)
-        self.timeout = timeout
+        self.errors = redis.exceptions  # for the other methods
+        self.where, self.key, self.timeout = scaleout.redact(url), redis_lock_key(job), timeout
         self.client = redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=30)
         self.lock = self.client.lock(self.key, timeout=timeout, blocking=False, thread_local=False)
         self._stop = threading.Event()
@@ -498,62 +397,47 @@ class RedisCronLock:
 
     def acquire(self) -> Outcome | None:
         """None once held; else the outcome of a run that must not start."""
-        from redis.exceptions import RedisError
-
         try:
             if not self.lock.acquire(token=owner_text()):
                 owner = self.client.get(self.key)
                 note = f" ({owner.decode('utf-8', 'replace')})" if owner else ""
                 return Outcome(LOCKED, f"another finews crawl holds the lock {self.key} on "
                                f"{self.where}{note}; not starting a second one")  # fmt: skip
-        except RedisError as exc:
+        except self.errors.RedisError as exc:
             self.client.close()
             return Outcome(DATABASE, f"cannot reach Redis at {self.where}: {exc}")
         self._renewer.start()
         return None
 
     def _renew(self) -> None:
-        from redis.exceptions import LockError, RedisError
-
         while not self._stop.wait(self.timeout / 3):
             try:
                 self.lock.reacquire()
-            except LockError:
+            except self.errors.LockError:
                 logger.error("Lost the lock %s: another run of the job may start", self.key)
                 return
-            except RedisError as exc:
+            except self.errors.RedisError as exc:
                 logger.warning("Could not renew the lock %s (%s); trying again", self.key, exc)
 
     def release(self) -> None:
-        from redis.exceptions import LockError, RedisError
-
         self._stop.set()
         if self._renewer.is_alive():
             self._renewer.join()
         try:
             self.lock.release()
-        except (LockError, RedisError) as exc:
+        except (self.errors.LockError, self.errors.RedisError) as exc:
             logger.warning("Could not release the lock %s (%s): it expires by itself", self.key,
                            exc)  # fmt: skip
         finally:
             self.client.close()
 
 
-# -- the command ------------------------------------------------------------------------------
-
-
-def beijing_now() -> datetime:
-    return datetime.now(BEIJING)
-
-
 class Command(BaseRunSpiderCommand):
     requires_project = True
 
     def syntax(self) -> str:
-        return (
-            "[-a base_url=URL] [-a categories=a,b] [-a refresh=1] "
-            "[-s FINEWS_WORKERS=N -s FINEWS_REDIS_URL=URL]"
-        )
+        return ("[-a base_url=URL] [-a categories=a,b] [-a refresh=1] "
+                "[-s FINEWS_WORKERS=N -s FINEWS_REDIS_URL=URL]")  # fmt: skip
 
     def short_desc(self) -> str:
         return "Run the finews crawl once, locked, with an exit status for cron"
@@ -574,7 +458,23 @@ class Command(BaseRunSpiderCommand):
             raise UsageError(f"-a base_url: {exc}", print_help=False) from None
         settings = self.settings
         assert settings is not None
-        redis_url, job, workers = job_options(settings.copy_to_dict(), opts)
+        redis_url = settings.get("FINEWS_REDIS_URL") or None
+        job = str(settings.get("FINEWS_JOB") or "finews")
+        try:
+            workers = int(settings.get("FINEWS_WORKERS") or 1)
+        except ValueError:
+            workers = 0
+        problem = None
+        if workers < 1:
+            problem = f"FINEWS_WORKERS={settings.get('FINEWS_WORKERS')!r}: a number, at least 1"
+        elif workers > 1 and not redis_url:
+            problem = f"FINEWS_WORKERS={workers} needs FINEWS_REDIS_URL: the workers share a queue"
+        elif workers > 1 and (opts.output or opts.overwrite_output):
+            problem = "-o/-O with FINEWS_WORKERS > 1: every worker would write the file"
+        elif redis_url and (not scaleout.JOB_NAME.match(job) or len(job) > JOB_LENGTH):
+            problem = f"FINEWS_JOB={job!r}: at most {JOB_LENGTH} letters, digits and _.:-"
+        if problem:
+            raise UsageError(problem, print_help=False)
         lock: FileCronLock | RedisCronLock
         if redis_url:
             timeout = settings.getfloat("FINEWS_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
@@ -584,8 +484,7 @@ class Command(BaseRunSpiderCommand):
                 raise UsageError(f"FINEWS_REDIS_URL: {exc}", print_help=False) from None
         else:
             lock = FileCronLock(Path(settings.get("FINEWS_LOCK_FILE") or "data/crawl.lock"))
-        refused = lock.acquire()
-        if refused is not None:
+        if (refused := lock.acquire()) is not None:
             self._exit(refused)
             return
         try:
@@ -596,91 +495,28 @@ class Command(BaseRunSpiderCommand):
     def _crawl(self, opts: argparse.Namespace, job: str, workers: int) -> Outcome:
         settings = self.settings
         assert settings is not None and self.crawler_process is not None
-        problem = database_problem(
-            settings.get("FINEWS_DATABASE_URL"),
-            settings.getfloat("FINEWS_DB_CONNECT_TIMEOUT", 10),
-            auto_migrate=settings.getbool("FINEWS_AUTO_MIGRATE"),
-        )
-        if problem:
+        url, migrate = settings.get("FINEWS_DATABASE_URL"), settings.getbool("FINEWS_AUTO_MIGRATE")
+        timeout = settings.getfloat("FINEWS_DB_CONNECT_TIMEOUT", 10)
+        if problem := database_problem(url, timeout, auto_migrate=migrate):
             return Outcome(DATABASE, problem)
         if workers == 1:
             return crawl(self.crawler_process, opts.spargs).final()
-        began = beijing_now()
+        began, command = datetime.now(BEIJING), worker_command(opts, job)
+        others: list[Worker] = []
         try:
-            others = start_workers(worker_command(opts, job), workers - 1)
+            for number in range(2, workers + 1):
+                others.append(Worker(number, subprocess.Popen(command, stdin=subprocess.DEVNULL)))
+                logger.info("Started %s: %s", others[-1].name, " ".join(command[1:5]))
         except OSError as exc:
+            stop_workers(others, "was stopped: the others could not start")
             return Outcome(FAILED, f"could not start the other workers: {exc}")
         try:
             watch = crawl(self.crawler_process, opts.spargs)
             wait_for(others, settings.getfloat("FINEWS_WORKER_WAIT", DEFAULT_WORKER_WAIT))
         finally:  # only after an exception: wait_for leaves no worker running
             stop_workers(others, "was still running when this worker's crawl failed")
-        engine = make_engine(database_url(settings.get("FINEWS_DATABASE_URL")))
-        try:
-            pids = [os.getpid(), *(worker.process.pid for worker in others)]
-            rows = job_rows(engine, job=job, host=socket.gethostname(), pids=pids, since=began)
-            results = settle(engine, others, rows)
-            outcome = judge_job(
-                watch.final(), watch.reason, watch.stats, results, totals_of(rows),
-                max_errors=settings.getint("FINEWS_MAX_ERRORS", 10),
-            )  # fmt: skip
-            if watch.run_id is not None:
-                ledger.record_exit_status(engine, watch.run_id, outcome.code)
-            return outcome
-        except SQLAlchemyError as exc:
-            problem = f"could not read or close the job's crawl_runs rows: {_first_line(exc)}"
-            return Outcome(DATABASE, problem)
-        finally:
-            engine.dispose()
+        return settle(url, watch, others, job, began, settings.getint("FINEWS_MAX_ERRORS", 10))
 
     def _exit(self, outcome: Outcome) -> None:
         print(f"finews cron: {outcome.message} (exit {outcome.code})", file=sys.stderr, flush=True)
         self.exitcode = outcome.code
-
-
-def job_options(
-    settings: Mapping[str, Any], opts: argparse.Namespace
-) -> tuple[str | None, str, int]:
-    """(Redis URL, job, workers) from the settings; a UsageError for what cannot work."""
-    redis_url = settings.get("FINEWS_REDIS_URL") or None
-    job = str(settings.get("FINEWS_JOB") or "finews")
-    try:
-        workers = int(settings.get("FINEWS_WORKERS") or 1)
-    except ValueError:
-        workers = 0
-    problem = None
-    if workers < 1:
-        problem = f"FINEWS_WORKERS={settings.get('FINEWS_WORKERS')!r}: a number, at least 1"
-    elif workers > 1 and not redis_url:
-        problem = f"FINEWS_WORKERS={workers} needs FINEWS_REDIS_URL: the workers share a queue"
-    elif workers > 1 and (opts.output or opts.overwrite_output):
-        problem = "-o/-O with FINEWS_WORKERS > 1: every worker would write the file"
-    elif redis_url:
-        from crawler.scaleout import JOB_NAME  # Redis keys are named after the job
-
-        if not JOB_NAME.match(job) or len(job) > JOB_LENGTH:
-            problem = f"FINEWS_JOB={job!r}: at most {JOB_LENGTH} letters, digits and _.:-"
-    if problem:
-        raise UsageError(problem, print_help=False)
-    return redis_url, job, workers
-
-
-def settle(
-    engine: Engine, others: Sequence[Worker], rows: Sequence[Mapping[str, Any]]
-) -> list[WorkerResult]:
-    """Each other worker's result; a row a dead worker left running is closed, and each
-    worker's exit status is recorded in its row."""
-    by_pid = {row["pid"]: row for row in rows}
-    results = []
-    for worker in others:
-        returncode = worker.process.returncode
-        row = by_pid.get(worker.process.pid)
-        if row is not None:
-            if row["status"] == "running":
-                reason = f"worker died ({died(returncode)}); closed by scrapy cron"
-                ledger.close_abandoned(engine, row["id"], reason=reason, now=beijing_now())
-                logger.error("%s died: run %d closed as failed", worker.name, row["id"])
-                row = {**row, "status": "failed", "close_reason": reason}
-            ledger.record_exit_status(engine, row["id"], returncode)
-        results.append(WorkerResult(worker.name, returncode, row, worker.stopped))
-    return results
