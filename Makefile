@@ -64,7 +64,7 @@ bench: $(STAMP) ## Run every benchmark and print side-by-side ratios
 bench-extract: $(STAMP) ## Benchmark extraction of post files and rendered pages
 	$(PY) -m tests.bench extract
 
-bench-crawl: $(STAMP) ## Benchmark the crawl: a bare spider against the full pipeline (nginx)
+bench-crawl: $(STAMP) ## Benchmark the crawl: bare spider, full crawl, two Redis workers (nginx)
 	$(PY) -m tests.bench crawl
 
 bench-backfill: $(STAMP) ## Benchmark a backfill of 100,000 synthetic post files (a few minutes)
