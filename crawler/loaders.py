@@ -50,10 +50,14 @@ class ArticleLoader(ItemLoader):
             self._processors[key] = super().get_output_processor(field_name)
         return self._processors[key]
 
+    def has(self, field_name: str) -> bool:
+        """True once a single-valued field has a value (its output processor takes the first)."""
+        return self.get_output_value(field_name) is not None
+
     def add_fallback(self, field_name: str, value: object) -> None:
         """Add ``value`` only while the field has no value yet: later sources in a
         documented fallback order are not even processed once an earlier one gave one."""
-        if not self.get_collected_values(field_name):
+        if not self.has(field_name):
             self.add_value(field_name, value)
 
     def add_body(self, body: Body) -> None:

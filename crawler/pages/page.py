@@ -57,11 +57,11 @@ def parse_page(body: bytes | str, url: str, headers: Mapping | None = None) -> A
     loader.add_value("title", heading)
     # Later sources are read only while the earlier ones gave nothing usable.
     for title_from in (_og_title, _seo_headline, _page_title):
-        if loader.get_collected_values("title"):
+        if loader.has("title"):
             break
         loader.add_value("title", _not_site_title(title_from(root)))
     loader.add_value("published_at", published)
-    if not loader.get_collected_values("published_at"):
+    if not loader.has("published_at"):
         loader.add_value("published_at", _json_ld(root).get("datePublished"))
     loader.add_fallback("published_at", time_line)
     # A served page knows its own URL; a saved file trusts its canonical link first.
