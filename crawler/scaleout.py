@@ -37,6 +37,7 @@ import os
 import re
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,8 @@ QUEUE = "scrapy_redis.queue.PriorityQueue"  # a sorted set: RedisScheduler relie
 HEARTBEAT_INTERVAL = 1.0  # seconds between two heartbeats of a worker
 STALE_AFTER = 30.0  # a worker on another host without a heartbeat this long is dead
 KEY_TTL = 3600  # seconds the job's keys outlive the last heartbeat or a worker's exit
+# Requests a worker takes from the shared queue at a time: one round trip for several pages.
+POP_BATCH = 8
 WAKE_INTERVAL = 0.25  # seconds between two looks at the shared queue while idle
 CONNECT_TIMEOUT = 5.0  # seconds to wait for Redis before giving up
 SOCKET_TIMEOUT = 30.0
@@ -172,7 +175,8 @@ def _make_scheduler() -> type:
 
     class RedisScheduler(Scheduler):
         """scrapy-redis's scheduler on its priority queue (scores ``-priority``), with one
-        round trip per request each way: check and push in one script, pop by ZPOPMIN. It
+        round trip to push a request (check and push in one script) and one to take up to
+        POP_BATCH (ZPOPMIN); what is taken and not yet fetched goes back at close. It
         counts and logs without scrapy-redis's calls that current Scrapy deprecates."""
 
         def open(self, spider: Any) -> None:
@@ -187,6 +191,16 @@ def _make_scheduler() -> type:
                 self.flush()
             self.codec = self.serializer or picklecompat
             self.enqueue_script = self.server.register_script(_ENQUEUE_LUA)
+            self.taken: deque[tuple[bytes, float]] = deque()
+
+        def close(self, reason: str) -> None:
+            if self.taken:  # back to the job, for the other workers
+                self.server.zadd(self.queue.key, dict(self.taken))
+                self.taken.clear()
+            super().close(reason)
+
+        def has_pending_requests(self) -> bool:
+            return bool(self.taken) or super().has_pending_requests()
 
         def enqueue_request(self, request: Request) -> bool:
             fingerprint = "" if request.dont_filter else self.df.request_fingerprint(request)
@@ -200,10 +214,12 @@ def _make_scheduler() -> type:
             return True
 
         def next_request(self) -> Request | None:
-            popped = self.server.zpopmin(self.queue.key)
-            if not popped:
-                return None
-            request = request_from_dict(self.codec.loads(popped[0][0]), spider=self.spider)
+            if not self.taken:
+                self.taken.extend(self.server.zpopmin(self.queue.key, POP_BATCH))
+                if not self.taken:
+                    return None
+            data, _ = self.taken.popleft()
+            request = request_from_dict(self.codec.loads(data), spider=self.spider)
             if self.stats:
                 self.stats.inc_value("scheduler/dequeued/redis")
             return request
@@ -436,7 +452,7 @@ class ScaleOutJob:
         slot = engine.scraper.slot
         if engine.downloader.active or (slot is not None and not slot.is_idle()):  # busy
             self.empty_since = None
-        elif self.queue_size():
+        elif getattr(engine.scheduler, "taken", None) or self.queue_size():
             self.empty_since = None
             # Schedule one request again: the woken engine fetches from the queue what it may.
             request = engine.scheduler.next_request()

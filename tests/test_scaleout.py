@@ -164,6 +164,31 @@ def test_addon_makes_a_worker_of_the_job(redis_client: Any, job: str) -> None:
     assert issubclass(scheduler, Scheduler) and issubclass(scheduler, BaseScheduler)
 
 
+def test_the_scheduler_takes_requests_in_batches_and_gives_back_what_it_did_not_fetch(
+    redis_client: Any, job: str
+) -> None:
+    from scrapy import Request
+    from scrapy.utils.misc import load_object
+
+    settings = {**PROJECT, "ADDONS": {"crawler.scaleout.RedisScaleOut": 0},
+                "FINEWS_REDIS_URL": REDIS_URL, "FINEWS_JOB": job}  # fmt: skip
+    crawler = get_crawler(FinewsLike, settings)
+    spider = FinewsLike.from_crawler(crawler)
+    scheduler = load_object(crawler.settings["SCHEDULER"]).from_crawler(crawler)
+    scheduler.open(spider)
+    urls = [f"http://127.0.0.1:1/post/{n}.html" for n in range(scaleout.POP_BATCH + 3)]
+    for n, url in enumerate(urls):
+        assert scheduler.enqueue_request(Request(url, priority=-n))
+    assert not scheduler.enqueue_request(Request(urls[0]))  # the shared filter
+    first = scheduler.next_request()
+    assert first is not None and first.url == urls[0]  # highest priority first
+    keys = JobKeys(job)
+    assert redis_client.zcard(keys.requests) == 3  # one round trip took a batch
+    assert scheduler.has_pending_requests()
+    scheduler.close("shutdown")
+    assert redis_client.zcard(keys.requests) == len(urls) - 1  # the rest is the job's again
+
+
 @pytest.mark.parametrize(
     ("workers", "per_domain", "expected_total", "expected_per_domain"),
     [(1, 8, 16, 8), (3, 9, 5, 3), (4, 8, 4, 2), (100, 8, 1, 1), (0, 8, 16, 8)],
