@@ -1,20 +1,15 @@
 """Downloader middlewares: skip posts already stored; back off when the site is overloaded.
 
-``SkipKnownPosts`` is the crawl's incremental skip, in the spirit of scrapy-deltafetch: a
-post request (``request.meta["finews_post"]``, a ``PostLink``) is dropped before it is
-downloaded when its article is stored (by an earlier run, or earlier in this one) or an
-earlier run rejected its page for what it holds; a stored article seen under a new
-category gets that category link without a download. Each skip is counted
-(``finews/skipped``, ``finews/skipped/stored|rejected``). ``refresh=1`` (the spider's
-``refresh`` attribute) turns it off. What earlier runs left is read once per run, on the
-first post request; what this run stores is learnt from the ``item_scraped`` signal.
+``SkipKnownPosts``, the incremental skip (in the spirit of scrapy-deltafetch), drops a post
+request (``meta["finews_post"]``) whose article is stored, by an earlier run or this one
+(learnt from ``item_scraped``), or whose page an earlier run rejected for what it holds;
+a stored article seen under a new category gets that link without a download. Skips are
+counted (``finews/skipped/stored|rejected``); ``refresh=1`` turns it off.
 
-``BackoffMiddleware``: AutoThrottle only ever raises the delay by the latency it
-measures, and a quick 429 or 503 has a small latency, so it would keep the pace. Here
-such a response at least doubles the download slot's delay (from FINEWS_BACKOFF_DELAY,
-and at least the ``Retry-After`` seconds the server asks for), capped at
-FINEWS_BACKOFF_MAX_DELAY; RetryMiddleware then retries the request at that slower pace,
-and AutoThrottle brings the delay back down as normal responses return.
+``BackoffMiddleware``: AutoThrottle keeps its pace on a quick 429 or 503 (its latency is
+small), so such a response at least doubles the slot's delay (from FINEWS_BACKOFF_DELAY,
+at least ``Retry-After``, at most FINEWS_BACKOFF_MAX_DELAY) before RetryMiddleware retries
+it; AutoThrottle brings the delay back down as normal responses return.
 """
 
 from __future__ import annotations
