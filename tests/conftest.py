@@ -258,3 +258,24 @@ def pipeline_run() -> Callable[..., PipelineRun]:
         return PipelineRun(db_url, settings).open().feed(*items).close(reason)
 
     return run
+
+
+REDIS_URL = os.environ.get("FINEWS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[Any]:
+    """The machine's Redis (FINEWS_TEST_REDIS_URL); each test uses keys of its own."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(
+            f"Redis is not reachable at {REDIS_URL} ({exc}): start redis-server, or point "
+            "FINEWS_TEST_REDIS_URL at one"
+        )
+    yield client
+    client.close()

@@ -53,7 +53,7 @@ from crawler.commands.cron import (
 from fixtures.server import MirrorServer, MirrorSite, synthetic_files
 from pipelines import ledger as run_ledger
 from schema.models import CrawlRun
-from tests.conftest import BEIJING, add_foreign_table, pg_database
+from tests.conftest import BEIJING, REDIS_URL, add_foreign_table, pg_database
 from tests.crawling import (
     QUIET,
     ROOT,
@@ -64,8 +64,6 @@ from tests.crawling import (
     run_cron,
     scalars,
 )
-
-REDIS_URL = os.environ.get("FINEWS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 FINISHED = {
     "finews/pages": 12,
@@ -508,20 +506,6 @@ def test_the_other_workers_get_this_commands_arguments_and_settings():
 
 
 # -- Redis: the lock, and jobs of several workers ----------------------------------------------
-
-
-@pytest.fixture
-def redis_client() -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        pytest.skip(f"Redis is not reachable at {REDIS_URL} ({exc}); FINEWS_TEST_REDIS_URL")
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -50,30 +50,12 @@ from crawler.processors import info_code_from_name
 from crawler.scaleout import JobKeys, RedisScaleOut, Registry, ScaleOutJob
 from fixtures.server import MirrorServer, MirrorSite, synthetic_files
 from schema.db import make_engine
-from tests.conftest import pg_database
+from tests.conftest import REDIS_URL, pg_database
 from tests.crawling import QUIET, ROOT, Crawl, environment, post_paths
 
-REDIS_URL = os.environ.get("FINEWS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTS = 1000
 TIMEOUT = 120  # seconds a worker may take before the test gives up on it
 KILL_AFTER = 250  # post pages the worker to kill downloads first (about half of its share)
-
-
-@pytest.fixture(scope="session")
-def redis_client() -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        pytest.skip(
-            f"Redis is not reachable at {REDIS_URL} ({exc}): start redis-server, or point "
-            "FINEWS_TEST_REDIS_URL at one"
-        )
-    yield client
-    client.close()
 
 
 def drop_job(client: Any, job: str) -> None:
