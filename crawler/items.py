@@ -27,7 +27,7 @@ class Stock:
     code: str  # as written: "601818", "03690", "NIO", "BK0493"
     symbol: str  # normalised, see crawler.processors.stock_symbol
     name: str | None  # display name where the markup carries it (巨化股份)
-    kind: str  # stock | board | index | future | other (see crawler.processors.MARKETS)
+    kind: str  # stock | index | fund | bond | board | future | other (crawler.processors)
     primary: bool  # True when the article's K-line block charts it
     mentions: int  # how many times the article marks it up
 
@@ -68,9 +68,6 @@ class Article:
     url: str | None = field(default=None, metadata=_ONE)
     # Securities and boards the article marks up, in order of first appearance.
     stocks: list[Stock] = field(default_factory=list, metadata=_MANY)
-    # slug -> URL of further categories the same article was seen under in this run
-    # (filled by the dedupe pipeline, never by extraction).
-    more_categories: dict[str, str] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
         """Names of required data this item lacks; empty when it can be stored."""

@@ -1,10 +1,15 @@
 """Downloader middlewares: skip posts already stored; back off when the site is overloaded.
 
 ``SkipKnownPosts``, the incremental skip (in the spirit of scrapy-deltafetch), drops a post
-request (``meta["finews_post"]``) whose article is stored, by an earlier run or this one
-(learnt from ``item_scraped``), or whose page an earlier run rejected for what it holds;
-a stored article seen under a new category gets that link without a download. Skips are
-counted (``finews/skipped/stored|rejected``); ``refresh=1`` turns it off.
+request (``meta["finews_post"]``) whose copy is recorded: the article under that category
+was read, by an earlier run (its link's content hash) or by this one (learnt from
+``item_scraped``), or an earlier run rejected the page for what it holds. Every other copy
+is downloaded once, including an outlet's copy of an article stored from its emnews copy:
+that copy cannot change the stored text (emnews is preferred) nor the digest it supplies,
+but it can add securities to the merged stock rows (``pipelines.upsert``; an outlet's
+markup is not always a subset of emnews's), so linking it unread would make the stored
+article depend on which copy came first. Skips are counted (``finews/skipped/stored|
+rejected``); ``refresh=1`` turns it off and reads every copy again.
 
 ``BackoffMiddleware``: AutoThrottle keeps its pace on a quick 429 or 503 (its latency is
 small), so such a response at least doubles the slot's delay (from FINEWS_BACKOFF_DELAY,
@@ -81,13 +86,12 @@ class BackoffMiddleware:
 
 
 class SkipKnownPosts:
-    """Drops post requests whose article is stored or whose page was rejected before."""
+    """Drops post requests whose copy was read before or whose page was rejected before."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.stats = crawler.stats
-        self.stored: set[str] | None = None  # None until the first post request
-        self.linked: set[tuple[str, str]] = set()
+        self.read: set[tuple[str, str | None]] | None = None  # None until the first post
         self.rejected: set[str] = set()
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
@@ -99,30 +103,21 @@ class SkipKnownPosts:
         post = request.meta.get("finews_post")
         if not isinstance(post, PostLink) or getattr(self.crawler.spider, "refresh", False):
             return
-        store = self.crawler.finews_store  # type: ignore[attr-defined]
-        if self.stored is None:
-            self.stored = store.stored_codes()
-            self.linked = store.linked_pairs()
+        if self.read is None:
+            store = self.crawler.finews_store  # type: ignore[attr-defined]
+            self.read = set(store.read_copies())
             self.rejected = store.rejected_paths()
-        code = post.info_code
-        if code and (code in self.stored or store.is_queued(code)):
+        if post.info_code and (post.info_code, post.category) in self.read:
             self._skip("stored")
-            if post.category and (code, post.category) not in self.linked:
-                self.linked.add((code, post.category))
-                store.add_link(code, post.category, post.url)
-                self.stats.inc_value("finews/linked_without_download")
-            raise KnownPost(f"{code} is stored")
+            raise KnownPost(f"{post.info_code} under {post.category} is stored")
         if self.rejected and urlsplit(post.url).path in self.rejected:
             self._skip("rejected")
             raise KnownPost(f"{post.url} was rejected by an earlier run")
 
     def item_scraped(self, item: Any) -> None:
-        """An article this run stores: its later sightings are links, not downloads."""
-        if self.stored is not None and isinstance(item, Article) and item.info_code:
-            self.stored.add(item.info_code)
-            for slug in (item.category, *item.more_categories):
-                if slug:
-                    self.linked.add((item.info_code, slug))
+        """A copy this run stores: not to be downloaded again under another URL."""
+        if self.read is not None and isinstance(item, Article) and item.info_code:
+            self.read.add((item.info_code, item.category))
 
     def _skip(self, why: str) -> None:
         self.stats.inc_value("finews/skipped")

@@ -1,12 +1,13 @@
 """Storage for one crawl: batched upserts, rejects and the run ledger.
 
 ``Store`` is the one object per crawler (``Store.for_crawler(crawler)``, also reachable as
-``crawler.finews_store``). Articles and links are queued (``add``, ``add_link``) and written
-in the crawl process, in order, one transaction a batch (``pipelines.upsert.write_batch``)
+``crawler.finews_store``). Articles (each copy of one: ``pipelines.upsert`` merges them) are
+queued (``add``) and written in the crawl process, in order, one transaction a batch
+(``pipelines.upsert.write_batch``)
 of FINEWS_STORE_BATCH_SIZE, after FINEWS_STORE_FLUSH_SECONDS, and at close: a 500-article
 batch takes tens of milliseconds, a pause the crawl does not notice. A batch the database
 refuses is retried item by item, so one bad row costs one reject. ``reject`` records what
-could not be stored; ``stored_codes``, ``linked_pairs`` and ``rejected_paths`` say what
+could not be stored; ``stored_codes``, ``read_copies`` and ``rejected_paths`` say what
 earlier runs left (the incremental skip, the backfill); ``track_file`` records a post file
 in the same transaction as the article or reject it becomes (``pipelines.sources``), so a
 killed backfill never records a file whose effect it lost.
@@ -32,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.items import DOWNLOAD_FAILED, Article
 from pipelines import ledger, sources
-from pipelines.upsert import ARTICLES, LINKS, Link, Outcome, write_batch
+from pipelines.upsert import ARTICLES, LINKS, Outcome, write_batch
 from schema.db import database_url, make_engine, redact
 from schema.models import Reject
 from schema.types import BEIJING
@@ -99,8 +100,7 @@ class Store:
         self.engine: Engine | None = None
         self.run_id: int | None = None
         self.storage_failed = False
-        self._pending: dict[str, Article] = {}
-        self._links: list[Link] = []
+        self._pending: dict[tuple[str, str | None], Article] = {}  # by infoCode, category
         self._rejects: list[dict[str, Any]] = []
         self._categories: dict[str, str | None] = {}  # slug -> outlet, committed
         self._last_flush = time.monotonic()
@@ -206,9 +206,11 @@ class Store:
         with self._engine().connect() as conn:
             return set(conn.execute(select(ARTICLES.c.info_code)).scalars())
 
-    def linked_pairs(self) -> set[tuple[str, str]]:
+    def read_copies(self) -> set[tuple[str, str]]:
+        """(infoCode, category) of every copy whose content is recorded."""
+        query = select(LINKS.c.info_code, LINKS.c.category)
         with self._engine().connect() as conn:
-            rows = conn.execute(select(LINKS.c.info_code, LINKS.c.category))
+            rows = conn.execute(query.where(LINKS.c.content_hash.is_not(None)))
             return {(code, slug) for code, slug in rows}
 
     def rejected_paths(self) -> set[str]:
@@ -221,9 +223,6 @@ class Store:
         query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason != DOWNLOAD_FAILED)
         with self._engine().connect() as conn:
             return {urlsplit(u).path for u in conn.execute(query).scalars()}
-
-    def is_queued(self, info_code: str) -> bool:
-        return info_code in self._pending  # in this run's next batch
 
     # -- what spiders, middlewares and pipelines call ---------------------------------------
 
@@ -266,42 +265,30 @@ class Store:
     def add(self, article: Article) -> None:
         """Queue a valid article (``info_code`` set) for the next batch."""
         assert article.info_code, "validate before storing"
-        if article.info_code in self._pending:
-            # The same article twice in a batch: write the first, then compare with it.
+        key = (article.info_code, article.category)
+        if key in self._pending:
+            # The same copy twice in a batch: write the first, then compare with it.
             self.flush()
-        self._pending[article.info_code] = article
+        self._pending[key] = article
         self._take_file(article.url, sources.ARTICLE, self._file_rows)
         self._flush_if_due()
 
-    def add_link(self, info_code: str, category: str, url: str) -> None:
-        """The article was also seen under ``category``: record that link."""
-        self._take_file(url, sources.ARTICLE, self._file_rows)
-        pending = self._pending.get(info_code)
-        if pending is not None:
-            if category != pending.category:
-                pending.more_categories.setdefault(category, url)
-            return
-        self._links.append(Link(info_code, category, url))
-        self._flush_if_due()
-
     def flush(self) -> None:
-        """Write everything queued: articles, links and their files in one transaction
-        (or one per item if the database refuses the batch); then the rejects."""
-        if self._pending or self._links or self._file_rows:
-            articles, links, files = list(self._pending.values()), self._links, self._file_rows
-            self._pending, self._links, self._file_rows = {}, [], []
+        """Write everything queued: articles and their files in one transaction (or one per
+        item if the database refuses the batch); then the rejects."""
+        if self._pending or self._file_rows:
+            articles, files = list(self._pending.values()), self._file_rows
+            self._pending, self._file_rows = {}, []
             self._last_flush = time.monotonic()
             self.stats.inc_value("finews/batches")
-            self._write_batch(articles, links, files)
+            self._write_batch(articles, files)
         self._write_rejects()
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write_batch(
-        self, articles: list[Article], links: list[Link], files: list[dict[str, Any]]
-    ) -> None:
+    def _write_batch(self, articles: list[Article], files: list[dict[str, Any]]) -> None:
         try:
-            self._count(self._write(articles, links, files))
+            self._count(self._write(articles, files))
             return
         except SQLAlchemyError as exc:
             self.stats.inc_value("finews/batch_failures")
@@ -312,26 +299,17 @@ class Store:
             )
         for article in articles:
             try:
-                self._count(self._write([article], []))
+                self._count(self._write([article]))
             except SQLAlchemyError as exc:
                 self.reject_item(article, "database error", describe_error(exc))
-        for link in links:
-            try:
-                self._count(self._write([], [link]))
-            except SQLAlchemyError as exc:
-                self.reject(link.url, "database error", detail=describe_error(exc),
-                            info_code=link.info_code)  # fmt: skip
         # Recorded after the retries, with the rejects some of them became.
         self._reject_file_rows.extend(files)
 
-    def _write(
-        self, articles: list[Article], links: list[Link], files: list[dict[str, Any]] | None = None
-    ) -> Outcome:
+    def _write(self, articles: list[Article], files: list[dict[str, Any]] | None = None) -> Outcome:
         with self._engine().begin() as conn:
             outcome = write_batch(
                 conn,
                 articles,
-                links,
                 run_id=self.run_id,
                 now=now(),
                 known_categories=self._categories,
@@ -349,17 +327,9 @@ class Store:
             ("finews/stored", outcome.stored),
             ("finews/updated", outcome.updated),
             ("finews/unchanged", outcome.unchanged),
-            ("finews/unchanged/other_category", outcome.other_category),
         ):
             if codes:
                 self.stats.inc_value(key, len(codes))
-        for link in outcome.orphans:
-            self.reject(
-                link.url,
-                "article not stored",
-                detail=f"seen under {link.category}, but its first sighting was not stored",
-                info_code=link.info_code,
-            )
 
     def _write_rejects(self) -> None:
         if not (self._rejects or self._reject_file_rows):
@@ -411,7 +381,7 @@ class Store:
     def _flush_if_due(self) -> None:
         if self.run_id is None:
             return  # not open yet: nothing may be written before the schema is checked
-        queued = len(self._pending) + len(self._links)
+        queued = len(self._pending)
         if queued >= self.batch_size or (time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
@@ -437,7 +407,7 @@ class Store:
 
 
 class StorePipeline:
-    """Queues each valid, first-seen article for the store's next batch."""
+    """Queues each valid article (each copy of one) for the store's next batch."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler

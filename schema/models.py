@@ -83,7 +83,7 @@ class Article(Base):
     info_code: Mapped[str] = mapped_column(String(64), primary_key=True)
     title: Mapped[str | None]
     published_at: Mapped[datetime] = mapped_column(index=True)
-    # The category whose sighting supplied the stored text; only it may revise the text.
+    # The copy whose text is stored (pipelines.upsert: emnews first, then outlets by slug).
     category: Mapped[str | None] = mapped_column(ForeignKey("categories.slug"))
     outlet: Mapped[str | None]
     source: Mapped[str | None]
@@ -93,9 +93,9 @@ class Article(Base):
     body_html: Mapped[str | None] = mapped_column(Text)
     images: Mapped[list[str]]
     source_url: Mapped[str | None]
-    url: Mapped[str]  # the page URL or file path the article was first seen at
-    content_hash: Mapped[str] = mapped_column(String(64))
-    revision: Mapped[int]  # 1 + the number of times the text changed
+    url: Mapped[str]  # the page URL or file path that copy was first seen at
+    content_hash: Mapped[str] = mapped_column(String(64))  # of that copy
+    revision: Mapped[int]  # 1 + the number of times that copy's text was revised
     first_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     run_id: Mapped[int | None] = mapped_column(
@@ -111,7 +111,8 @@ class Article(Base):
 
 
 class ArticleCategory(Base):
-    """An article seen under a category, with its URL there."""
+    """An article seen under a category, with its URL there and what its copy there holds
+    beyond the text: what the merge (``pipelines.upsert``) needs without reading it again."""
 
     __tablename__ = "article_categories"
 
@@ -124,6 +125,9 @@ class ArticleCategory(Base):
     run_id: Mapped[int | None] = mapped_column(
         ForeignKey("crawl_runs.id", ondelete="SET NULL")
     )  # the run that first saw the article under this category
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # None: copy never read
+    digest: Mapped[str | None] = mapped_column(Text)
+    stocks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)  # its stock rows
 
     article: Mapped[Article] = relationship(back_populates="categories")
 
@@ -142,7 +146,7 @@ class StockMention(Base):
     code: Mapped[str] = mapped_column(primary_key=True)
     symbol: Mapped[str]  # 600160.SH
     name: Mapped[str | None]
-    kind: Mapped[str]  # stock | board | index | future | other
+    kind: Mapped[str]  # stock | index | fund | bond | board | future | other
     # `primary` is a reserved word in SQL; the column name spares analysts the quoting.
     is_primary: Mapped[bool]
     mentions: Mapped[int]

@@ -63,8 +63,7 @@ def stocks(engine: Engine, code: str = CODE) -> dict[str, StockMention]:
 
 def emnews_version(**fields):
     """The emnews markup of an article: a digest and inline stock links."""
-    return make_article(
-        EMNEWS,
+    defaults = dict(
         category="emnews",
         outlet="东财滚动",
         digest="据霍尼韦尔官网消息，5月24日……（上海证券报）",
@@ -74,21 +73,25 @@ def emnews_version(**fields):
             Stock("106", "NIO", "NIO.N", None, "stock", True, 1),
             Stock("1", "600160", "600160.SH", "巨化股份", "stock", False, 3),
         ],
-        **fields,
     )
+    return make_article(EMNEWS, **{**defaults, **fields})
 
 
 def outlet_version(**fields):
-    """The same article under its outlet category: no digest, K-line stock only."""
-    return make_article(
-        EMNEWS,
+    """The same article under its outlet category: no digest, other stock markup."""
+    defaults = dict(
         category="shanghaizhengquanbao",
         outlet="上海证券报",
         digest=None,
         url=f"https://finews.withounder.com/shanghaizhengquanbao/2022/05/26/{EMNEWS}.html",
-        stocks=[Stock("106", "NIO", "NIO.N", None, "stock", True, 1)],
-        **fields,
+        # One security emnews does not tag, and more mentions of one it does.
+        stocks=[
+            Stock("106", "NIO", "NIO.N", None, "stock", True, 1),
+            Stock("1", "600160", "600160.SH", None, "stock", False, 5),
+            Stock("0", "000001", "000001.SZ", "平安银行", "stock", False, 1),
+        ],
     )
+    return make_article(EMNEWS, **{**defaults, **fields})
 
 
 # -- time -----------------------------------------------------------------------------------
@@ -231,61 +234,143 @@ def test_same_article_twice_in_one_batch_without_dedupe(db_url, engine):
     assert article(engine).paragraphs == ["新的正文。"]
 
 
-# -- one article, several categories -----------------------------------------------------------
+# -- one article, several copies ---------------------------------------------------------------
+
+ARTICLE_COLUMNS = ("title", "published_at", "category", "outlet", "source", "digest",
+                   "paragraphs", "body_text", "body_html", "images", "source_url", "url",
+                   "content_hash", "revision")  # fmt: skip
 
 
-def test_second_sighting_in_a_run_becomes_a_category_link(db_url, engine, pipeline_run):
-    run = pipeline_run(db_url, [emnews_version(), outlet_version()])
+def merged_state(engine: Engine, code: str = EMNEWS) -> tuple:
+    """What an article's copies left: its row (times and runs aside), stock rows, links."""
+    row = article(engine, code)
+    rows = {
+        symbol: (s.market, s.code, s.name, s.kind, s.is_primary, s.mentions)
+        for symbol, s in stocks(engine, code).items()
+    }
+    return tuple(getattr(row, c) for c in ARTICLE_COLUMNS), rows, links(engine, code)
+
+
+def test_copies_in_one_run_are_merged(db_url, engine, pipeline_run):
+    run = pipeline_run(db_url, [outlet_version(), emnews_version()])
 
     assert count(engine, Article) == 1
+    row = article(engine, EMNEWS)
+    # The text, digest and URL of the emnews copy, though the outlet's copy came first.
+    assert (row.category, row.outlet, row.url) == ("emnews", "东财滚动", emnews_version().url)
+    assert (row.content_hash, row.revision) == (emnews_version().content_hash(), 1)
+    assert row.digest == emnews_version().digest
     assert links(engine, EMNEWS) == {
         "emnews": emnews_version().url,
         "shanghaizhengquanbao": outlet_version().url,
     }
-    assert run.stored[0].more_categories == {"shanghaizhengquanbao": outlet_version().url}
-    assert article(engine, EMNEWS).digest == emnews_version().digest, "the first sighting wins"
-    assert run.stats["finews/duplicates"] == 1
-    assert runs(engine)[0].duplicates == 1
+    merged = stocks(engine, EMNEWS)
+    assert set(merged) == {"NIO.N", "600160.SH", "000001.SZ"}, "the union of the copies"
+    assert (merged["600160.SH"].name, merged["600160.SH"].mentions) == ("巨化股份", 5)
+    assert merged["NIO.N"].is_primary and not merged["000001.SZ"].is_primary
+    assert (run.stats["finews/stored"], run.stats.get("finews/duplicates")) == (1, None)
     with Session(engine) as session:
         outlets = dict(session.execute(select(Category.slug, Category.outlet)).all())
-    assert outlets == {"emnews": "东财滚动", "shanghaizhengquanbao": None}
-
-
-def test_second_sighting_after_its_batch_was_written(db_url, engine, pipeline_run):
-    pipeline_run(db_url, [emnews_version(), outlet_version()], FINEWS_STORE_BATCH_SIZE=1)
-
-    assert count(engine, Article) == 1
-    assert set(links(engine, EMNEWS)) == {"emnews", "shanghaizhengquanbao"}
+        recorded = session.scalars(select(ArticleCategory)).all()
+    assert outlets == {"emnews": "东财滚动", "shanghaizhengquanbao": "上海证券报"}
+    assert {link.category: link.content_hash for link in recorded} == {
+        "emnews": emnews_version().content_hash(),
+        "shanghaizhengquanbao": outlet_version().content_hash(),
+    }
 
 
 @pytest.mark.parametrize(
-    ("first", "later"),
-    [(emnews_version, outlet_version), (outlet_version, emnews_version)],
-    ids=["emnews-first", "outlet-first"],
+    "runs_of",
+    [
+        [["emnews", "outlet"]],
+        [["outlet", "emnews"]],
+        [["emnews"], ["outlet"]],
+        [["outlet"], ["emnews"]],
+        [["outlet"], ["emnews"], ["outlet", "emnews"]],
+    ],
+    ids=["one-run", "one-run-outlet-first", "two-runs", "two-runs-outlet-first", "rerun"],
 )
-def test_other_categorys_markup_never_flips_the_text(db_url, engine, pipeline_run, first, later):
-    pipeline_run(db_url, [first()])
-    kept = article(engine, EMNEWS)
-    for order in ([later()], [later(), first()], [first(), later()], [later()]):
-        run = pipeline_run(db_url, order)
-        assert run.stats["finews/unchanged"] == 1
-        other = 1 if order[0].category != first().category else None
-        assert run.stats.get("finews/unchanged/other_category") == other
+def test_the_merge_does_not_depend_on_the_order_of_copies(db_url, engine, pipeline_run, runs_of):
+    made = {"emnews": emnews_version, "outlet": outlet_version}
+    for names in runs_of:
+        pipeline_run(db_url, [made[name]() for name in names], FINEWS_STORE_BATCH_SIZE=1)
+    columns, rows, linked = merged_state(engine)
+    expected = emnews_version()
+    assert columns == (
+        expected.title, expected.published_at, "emnews", "东财滚动", expected.source,
+        expected.digest, expected.paragraphs, "\n".join(expected.paragraphs),
+        expected.body_html, expected.images, expected.source_url, expected.url,
+        expected.content_hash(), 1,
+    )  # fmt: skip
+    assert rows == {
+        "NIO.N": ("106", "NIO", None, "stock", True, 1),
+        "600160.SH": ("1", "600160", "巨化股份", "stock", False, 5),
+        "000001.SZ": ("0", "000001", "平安银行", "stock", False, 1),
+    }
+    assert set(linked) == {"emnews", "shanghaizhengquanbao"}
 
+
+def test_a_revised_copy_replaces_only_its_own_contribution(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [emnews_version(), outlet_version()])
+    revised_outlet = outlet_version(
+        paragraphs=["改过的正文。"], stocks=[Stock("106", "NIO", "NIO.N", None, "stock", True, 1)]
+    )
+    run = pipeline_run(db_url, [revised_outlet])
+
+    assert run.stats["finews/updated"] == 1
     row = article(engine, EMNEWS)
-    assert (row.revision, row.content_hash, row.category) == (1, kept.content_hash, kept.category)
-    assert row.updated_at == kept.updated_at
-    assert set(stocks(engine, EMNEWS)) == {s.symbol for s in first().stocks}
-    assert set(links(engine, EMNEWS)) == {"emnews", "shanghaizhengquanbao"}
+    assert (row.revision, row.category, row.paragraphs) == (
+        1,
+        "emnews",
+        emnews_version().paragraphs,
+    )
+    merged = stocks(engine, EMNEWS)
+    assert set(merged) == {"NIO.N", "600160.SH"}, "000001.SZ was the outlet copy's alone"
+    assert merged["600160.SH"].mentions == 3
 
-
-def test_owning_category_can_still_revise_after_another_was_seen(db_url, engine, pipeline_run):
-    pipeline_run(db_url, [emnews_version()])
-    pipeline_run(db_url, [outlet_version()])
     pipeline_run(db_url, [emnews_version(paragraphs=["修订。"])])
+    row = article(engine, EMNEWS)
+    assert (row.revision, row.paragraphs) == (2, ["修订。"]), "the stored copy's own revision"
+
+
+def test_copies_read_again_unchanged_write_nothing(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [emnews_version(), outlet_version()])
+    before = article(engine, EMNEWS)
+    run = pipeline_run(db_url, [outlet_version(), emnews_version()])
+
+    assert run.stats["finews/unchanged"] == 2
+    assert "finews/updated" not in run.stats and "finews/stored" not in run.stats
+    assert article(engine, EMNEWS).updated_at == before.updated_at
+
+
+def test_the_digest_comes_from_whichever_copy_has_one(db_url, engine, pipeline_run):
+    pipeline_run(db_url, [emnews_version(digest=None)])
+    pipeline_run(db_url, [outlet_version(digest="一段摘要。")])
 
     row = article(engine, EMNEWS)
-    assert (row.revision, row.paragraphs) == (2, ["修订。"])
+    assert (row.category, row.digest) == ("emnews", "一段摘要。")
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)], ids=["a-first", "b-first"])
+def test_between_outlets_the_text_comes_from_the_first_slug(db_url, engine, pipeline_run, order):
+    copies = [
+        outlet_version(category="a_outlet", outlet="甲", paragraphs=["甲的正文。"]),
+        outlet_version(category="b_outlet", outlet="乙", paragraphs=["乙的正文。"]),
+    ]
+    for i in order:
+        pipeline_run(db_url, [copies[i]])
+
+    row = article(engine, EMNEWS)
+    assert (row.category, row.outlet, row.paragraphs) == ("a_outlet", "甲", ["甲的正文。"])
+
+
+def test_the_same_copy_twice_in_a_run_is_a_duplicate(db_url, engine, pipeline_run):
+    again = emnews_version(url=emnews_version().url + "?again")
+    run = pipeline_run(db_url, [emnews_version(), again])
+
+    assert run.stats["finews/duplicates"] == 1
+    assert runs(engine)[0].duplicates == 1
+    assert article(engine, EMNEWS).url == emnews_version().url
 
 
 def test_category_outlet_is_filled_in_when_first_known(db_url, engine, pipeline_run):

@@ -70,7 +70,7 @@ def test_storing_the_corpus_twice_changes_nothing(db_url, engine, pipeline_run):
     assert first.stats["finews/stored"] == len(codes)
     assert second.stats.get("finews/stored", 0) == 0
     assert second.stats.get("finews/updated", 0) == 0
-    assert second.stats["finews/unchanged"] == len(codes)
+    assert second.stats["finews/unchanged"] == len(pairs), "each copy (code, category) once"
     with Session(engine) as session:
         runs = session.scalars(select(CrawlRun).order_by(CrawlRun.id)).all()
         assert [(r.status, r.seen, r.rejected) for r in runs] == [
@@ -96,7 +96,7 @@ def test_emnews_and_outlet_posts_are_one_article_in_two_categories(db_url, engin
         symbols = set(session.scalars(select(StockMention.symbol)))
     assert article.info_code == "NW202205262391921712"
     assert sorted(categories) == ["emnews", "shanghaizhengquanbao"]
-    assert (article.category, article.revision) == ("emnews", 1), "the first sighting keeps it"
+    assert (article.category, article.revision) == ("emnews", 1), "the emnews copy's text"
     assert article.digest, "the emnews version, with its digest"
     assert "600160.SH" in symbols, "with the inline stock links only emnews marks up"
 

@@ -92,7 +92,7 @@ def checks(output: str) -> dict[str, str]:
     return {key: value for key, value in lines}
 
 
-def test_a_real_crawl_stores_dedupes_rejects_and_closes_its_run(tmp_path, db_url):
+def test_a_real_crawl_stores_merges_rejects_and_closes_its_run(tmp_path, db_url):
     # PostgreSQL here trusts local users and ignores the password: it must only stay unlogged.
     with_password = db_url.replace("postgres@", "postgres:s3cret-pw@")
     result = crawl(tmp_path, with_password, "ok")
@@ -115,13 +115,15 @@ def test_a_real_crawl_stores_dedupes_rejects_and_closes_its_run(tmp_path, db_url
         "finished",
         True,
     )
-    assert (run.seen, run.stored, run.duplicates, run.rejected) == (3, 1, 1, 1)
+    # The emnews copy of the same article is merged in: its category's text is preferred.
+    assert (run.seen, run.stored, run.updated, run.duplicates, run.rejected) == (3, 1, 1, 0, 1)
+    assert article.category == "emnews"
     assert article.run_id == run.id
     assert categories == {"zhengquanribaowang", "emnews"}
     assert (reject.url, reject.run_id) == ("file:///posts/bad.md", run.id)
     assert reject.reason.startswith("missing info_code")
     assert "'drop_item/article/missing_info_code': 1" in result.stderr
-    assert "'item_dropped_count': 2" in result.stderr
+    assert "'item_dropped_count': 1" in result.stderr
 
 
 def test_a_crawl_that_fails_to_start_still_closes_its_run(tmp_path, sqlite_url):

@@ -13,10 +13,10 @@ Arguments (``-a name=value``):
 - ``workers``: parser processes (default: one per core, at most 4; ``0`` parses here).
 
 Of several files holding one post (one file name) only the newest is read; the others count
-as duplicates (``crawler.postfiles.superseded``). Every file read is its own sighting, so the
-storage rules (``pipelines.upsert``) decide between an emnews post and an outlet's copy as
-they would across runs; the site crawl's in-run dedupe is off because with it a killed and
-restarted backfill could end differently from an uninterrupted one.
+as duplicates (``crawler.postfiles.superseded``). Every file read is its own copy, merged by
+the store (``pipelines.upsert``) with the article's other copies (an emnews post and an
+outlet's) whatever their order; the site crawl's in-run dedupe is off, so that a killed and
+restarted backfill ends as an uninterrupted one.
 
 Counts: every file found is counted once in ``finews/seen`` (by the validate pipeline if it
 becomes an item, else here), and ``seen = stored + updated + unchanged + duplicates +

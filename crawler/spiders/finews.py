@@ -7,10 +7,10 @@ Arguments (``-a name=value``):
 - ``categories``: ``slug1,slug2`` to crawl only those category pages; default every
   category, found from the home page's posts and from every fetched post's back-link.
 - ``refresh``: ``1`` fetches every post again (to pick up revised texts); by default a
-  post whose infoCode is stored, or whose page an earlier run rejected for its content,
-  is not requested (the downloader middleware ``crawler.middlewares.SkipKnownPosts``,
-  counted under ``finews/skipped``). A stored article seen under a new category gets that
-  category link without a download.
+  post whose copy of the article (its infoCode under its category) is stored, or whose
+  page an earlier run rejected for its content, is not requested (the downloader
+  middleware ``crawler.middlewares.SkipKnownPosts``, counted under ``finews/skipped``).
+  A copy under another category is fetched once, and the store merges it in.
 
 What a link is and where it points is decided in ``crawler.pages.site``; a post page
 becomes an item in ``crawler.pages.page``, read here in the callback from Scrapy's
