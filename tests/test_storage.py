@@ -6,6 +6,7 @@ Items are built by hand here; ``test_storage_corpus`` stores the real post files
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -362,6 +363,30 @@ def test_between_outlets_the_text_comes_from_the_first_slug(db_url, engine, pipe
 
     row = article(engine, EMNEWS)
     assert (row.category, row.outlet, row.paragraphs) == ("a_outlet", "甲", ["甲的正文。"])
+
+
+def test_copies_written_at_once_by_two_writers_are_merged(db_url, engine):
+    """Two workers of one crawl store copies of the same articles at the same moment."""
+    codes = [f"NW2022052623919217{n:02d}" for n in range(60)]
+    made = {"emnews": emnews_version, "outlet": outlet_version}
+
+    def write(kind: str) -> None:
+        store = Store(db_url, batch_size=5)
+        store.open(f"writer-{kind}")
+        for code in codes:
+            store.add(replace(made[kind](), info_code=code))
+        store.finish()
+
+    threads = [threading.Thread(target=write, args=(kind,)) for kind in made]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for code in codes:
+        row = article(engine, code)
+        assert (row.category, row.digest) == ("emnews", emnews_version().digest), code
+        assert set(stocks(engine, code)) == {"NIO.N", "600160.SH", "000001.SZ"}, code
 
 
 def test_the_same_copy_twice_in_a_run_is_a_duplicate(db_url, engine, pipeline_run):
