@@ -144,6 +144,11 @@ class ArchiveSpider(Spider):
         off = dict.fromkeys(settings.getdict("SPIDER_MIDDLEWARES_BASE"))
         middlewares = {**settings.getdict("SPIDER_MIDDLEWARES"), **off}
         settings.set("SPIDER_MIDDLEWARES", middlewares, priority="spider")
+        # Nothing to redirect either; those two would warn that the Referer one is off.
+        off = dict.fromkeys(f"scrapy.downloadermiddlewares.redirect.{name}Middleware"
+                            for name in ("Redirect", "MetaRefresh"))  # fmt: skip
+        middlewares = {**settings.getdict("DOWNLOADER_MIDDLEWARES"), **off}
+        settings.set("DOWNLOADER_MIDDLEWARES", middlewares, priority="spider")
 
     @property
     def store(self) -> Any:
