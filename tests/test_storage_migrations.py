@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,6 +109,62 @@ def test_an_older_revision_is_refused_until_migrated(empty_db_url):
     store = Store(empty_db_url)
     store.open("storage-test")
     assert store.finish() == "finished"
+
+
+def test_0005_gives_kinds_by_code_range_and_records_the_stored_copy(empty_db_url):
+    upgrade(empty_db_url, "0004")
+    now = "2022-05-31 18:03:41+08:00"
+    securities = {  # (market, code): (symbol, kind stored before 0005, kind after)
+        ("0", "399006"): ("399006.SZ", "stock", "index"),  # 创业板指
+        ("1", "000001"): ("000001.SH", "stock", "index"),  # 上证指数
+        ("1", "510300"): ("510300.SH", "stock", "fund"),  # an ETF
+        ("1", "113050"): ("113050.SH", "stock", "bond"),
+        ("0", "000001"): ("000001.SZ", "stock", "stock"),  # 平安银行
+        ("90", "BK1037"): ("BK1037", "board", "board"),
+    }
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO categories VALUES ('cailianshe', '财联社', :t)"), {"t": now}
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO articles (info_code, title, published_at, category, outlet, "
+                    "digest, paragraphs, body_text, images, url, content_hash, revision, "
+                    "first_seen_at, updated_at) VALUES ('NW1', 't', :t, 'cailianshe', '财联社', "
+                    "'摘要', '[]', '', '[]', 'file:///x.md', 'h1', 1, :t, :t)"
+                ),
+                {"t": now},
+            )
+            conn.execute(
+                text("INSERT INTO article_categories VALUES ('NW1', 'cailianshe', 'u', :t, NULL)"),
+                {"t": now},
+            )
+            for (market, code), (symbol, before, _) in securities.items():
+                conn.execute(
+                    text("INSERT INTO stock_mentions VALUES ('NW1', :m, :c, :s, NULL, :k, :p, 1)"),
+                    {"m": market, "c": code, "s": symbol, "k": before, "p": code == "BK1037"},
+                )
+        upgrade(empty_db_url)
+        with engine.connect() as conn:
+            kinds = dict(
+                ((m, c), k)
+                for m, c, k in conn.execute(text("SELECT market, code, kind FROM stock_mentions"))
+            )
+            link = conn.execute(
+                text("SELECT content_hash, digest, stocks FROM article_categories")
+            ).one()
+    finally:
+        engine.dispose()
+    assert kinds == {key: after for key, (_, _, after) in securities.items()}
+    content_hash, digest, stocks = link
+    stocks = json.loads(stocks) if isinstance(stocks, str) else stocks
+    assert (content_hash, digest) == ("h1", "摘要")
+    assert {(s["market"], s["code"], s["kind"]) for s in stocks} == {
+        (m, c, after) for (m, c), (_, _, after) in securities.items()
+    }
+    assert [s["is_primary"] for s in stocks if s["code"] == "BK1037"] == [True]
 
 
 @pytest.mark.postgres

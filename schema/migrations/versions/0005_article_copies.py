@@ -37,7 +37,7 @@ PAGE = 1000  # articles read and written at a time: memory stays flat on a large
 
 # The code ranges as the exchanges assign them, frozen here as this revision applies them
 # (crawler.processors.stock_kind is the living copy): market id -> (prefix, kind), first
-# match wins; a code no range covers is "other".
+# match wins (no two prefixes of one market overlap); a code no range covers is "other".
 RANGES = {
     "1": (("60", "stock"), ("68", "stock"), ("900", "stock"), ("000", "index"),
           ("5", "fund"), ("1", "bond")),
@@ -66,8 +66,10 @@ links = sa.table(
 
 
 def kind_of(market: str, code: str, kind: str) -> str:
-    if market not in RANGES or not SIX_DIGITS.fullmatch(code):
+    if market not in RANGES or code.upper().startswith("BK"):
         return kind
+    if not SIX_DIGITS.fullmatch(code):
+        return "other"
     return next((k for prefix, k in RANGES[market] if code.startswith(prefix)), "other")
 
 
