@@ -182,8 +182,8 @@ def parse_source_line(text: str | None) -> str | None:
 
 # Eastmoney market id -> (kind, symbol suffix): docs/site.md, README "Stock codes".
 MARKETS: dict[str, tuple[str, str]] = {
-    "0": ("stock", ".SZ"),  # Shenzhen; Beijing codes get .BJ (see stock_symbol)
-    "1": ("stock", ".SH"),
+    "0": ("stock", ".SZ"),  # Shenzhen; Beijing codes get .BJ; kind by code (_CODE_KINDS)
+    "1": ("stock", ".SH"),  # Shanghai; kind by code (_CODE_KINDS)
     "116": ("stock", ".HK"),
     "128": ("stock", ".HK"),
     "105": ("stock", ".O"),  # NASDAQ
@@ -200,13 +200,38 @@ MARKETS: dict[str, tuple[str, str]] = {
     "225": ("future", ".GFE"),
 }
 _BEIJING = re.compile(r"^(?:4|8|920)\d+$")
+# Shanghai (1) and Shenzhen (0, with Beijing's codes) list indices, funds and bonds under
+# the same market ids as stocks: the kind follows the exchanges' allocation of 6-digit
+# codes (SSE and SZSE code ranges; BSE's 4xxxxx, 8xxxxx, 920xxx). The longest matching
+# prefix wins; a 6-digit code that no range covers is ``other``.
+_CODE_KINDS: dict[str, dict[str, str]] = {
+    "1": {
+        "60": "stock", "68": "stock", "900": "stock",  # A shares, STAR Market, B shares
+        "000": "index", "5": "fund", "1": "bond",  # ETFs and LOFs; bonds, convertibles
+    },
+    "0": {
+        "00": "stock", "30": "stock", "200": "stock",  # main board, ChiNext, B shares
+        "399": "index", "15": "fund", "16": "fund", "12": "bond",
+        "4": "stock", "8": "stock", "920": "stock",  # Beijing
+    },
+}  # fmt: skip
+_SIX_DIGITS = re.compile(r"[0-9]{6}")
 
 
 def stock_kind(market: str, code: str) -> str:
-    """stock | board | index | future, by market id; ``other`` for an unknown id."""
+    """stock | fund | bond | board | index | future, by market id and, on the Shanghai
+    and Shenzhen ids, by code range; ``other`` for an unknown id or uncovered code."""
     if code.upper().startswith("BK"):
         return "board"
-    return MARKETS.get(market, ("other", ""))[0]
+    ranges = _CODE_KINDS.get(market)
+    if ranges is None:
+        return MARKETS.get(market, ("other", ""))[0]
+    if _SIX_DIGITS.fullmatch(code):
+        for length in (3, 2, 1):
+            kind = ranges.get(code[:length])
+            if kind:
+                return kind
+    return "other"
 
 
 def stock_symbol(market: str, code: str) -> str:

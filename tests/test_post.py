@@ -100,3 +100,31 @@ def test_other_offsets_are_converted_to_beijing_time():
     text = post().replace("2022-05-26 09:30:00 +0800", "2022-05-26 01:30:00 +0000")
     moment = parse_post(text.encode(), URL).published_at
     assert moment.isoformat() == "2022-05-26T09:30:00+08:00"
+
+
+def test_quote_links_name_securities_by_code_range_and_data_links_do_not():
+    """A quote link names its security whatever its class; an ``infokey`` link to a data
+    page is a keyword. On Shanghai (1) and Shenzhen (0) the code range gives the kind."""
+    body = (
+        '<p>三大指数集体走高，<span id="Info.3259"><a href="http://quote.eastmoney.com/unify/'
+        'r/0.399006" class="infokey">创业板指</a></span>大涨，<span id="Info.3321"><a '
+        'href="http://data.eastmoney.com/bbsj/" class="infokey">业绩</a></span>向好，'
+        '<span id="stock_1.000001"><a href="http://quote.eastmoney.com/unify/r/1.000001" '
+        'class="keytip" data-code="1,000001">上证指数</a></span>收涨，'
+        '<span web="1" href="http://quote.eastmoney.com/unify/r/1.510300" '
+        'class="em_stock_key_common" data-code="1,510300">沪深300ETF</span>、'
+        '<a href="http://quote.eastmoney.com/unify/r/0.123107" class="em_stock_key_common" '
+        'data-code="123107">温氏转债</a>与<span id="stock_0.000001"><a '
+        'href="http://quote.eastmoney.com/unify/r/0.000001" class="keytip" '
+        'data-code="0,000001">平安银行</a></span>走强。</p>'
+    )
+    article = parse_post(post(body=body + BODY).encode(), URL)
+    found = [(s.market, s.code, s.symbol, s.kind, s.name, s.mentions) for s in article.stocks]
+    assert found == [
+        ("0", "399006", "399006.SZ", "index", "创业板指", 1),
+        ("1", "000001", "000001.SH", "index", "上证指数", 1),
+        ("1", "510300", "510300.SH", "fund", "沪深300ETF", 1),
+        ("0", "123107", "123107.SZ", "bond", "温氏转债", 1),
+        ("0", "000001", "000001.SZ", "stock", "平安银行", 1),
+    ]
+    assert article.paragraphs[0].startswith("三大指数集体走高，创业板指大涨，业绩向好，")

@@ -133,6 +133,8 @@ def test_info_code_from_links(url, share, article):
         ("002353", None, None),  # a bare code without its market is not guessed
         (None, "http://quote.eastmoney.com/unify/r/0.002353", ("0", "002353")),
         (None, "http://data.eastmoney.com/bbsj/", None),  # data keyword, not a security
+        (None, "http://quote.eastmoney.com/unify/r/0.399006", ("0", "399006")),  # index link
+        (None, "http://quote.eastmoney.com/unify/r/1.000001", ("1", "000001")),
         ("188,XYZ1", None, ("188", "XYZ1")),  # unknown market ids are kept
     ],
 )
@@ -148,6 +150,25 @@ def test_parse_stock_markup(data_code, href, expected):
         ("0", "430047", "430047.BJ", "stock"),
         ("0", "832000", "832000.BJ", "stock"),
         ("0", "920001", "920001.BJ", "stock"),
+        # Shanghai and Shenzhen: the kind follows the exchanges' code ranges
+        ("0", "399006", "399006.SZ", "index"),  # 创业板指
+        ("1", "000001", "000001.SH", "index"),  # 上证指数
+        ("0", "000001", "000001.SZ", "stock"),  # 平安银行: same digits, other market
+        ("1", "510300", "510300.SH", "fund"),  # an ETF
+        ("0", "159915", "159915.SZ", "fund"),
+        ("0", "161725", "161725.SZ", "fund"),  # a LOF
+        ("1", "113050", "113050.SH", "bond"),  # convertibles
+        ("0", "123107", "123107.SZ", "bond"),
+        ("1", "600519", "600519.SH", "stock"),
+        ("1", "688981", "688981.SH", "stock"),  # STAR Market
+        ("1", "900901", "900901.SH", "stock"),  # B share
+        ("0", "300750", "300750.SZ", "stock"),  # ChiNext
+        ("0", "200011", "200011.SZ", "stock"),  # B share
+        ("0", "002594", "002594.SZ", "stock"),
+        ("0", "830799", "830799.BJ", "stock"),
+        ("1", "700001", "700001.SH", "other"),  # no range covers it
+        ("0", "700001", "700001.SZ", "other"),
+        ("0", "399", "399.SZ", "other"),  # not a 6-digit code
         ("116", "03690", "03690.HK", "stock"),
         ("128", "00700", "00700.HK", "stock"),
         ("105", "AAPL", "AAPL.O", "stock"),

@@ -222,7 +222,7 @@ def reference_reading(post: SynthPost) -> dict:
     def count(market, code, name, primary):
         entry = stocks.setdefault(
             (market, code),
-            {"market": market, "code": code, "name": None, "kind": market_kind(market),
+            {"market": market, "code": code, "name": None, "kind": market_kind(market, code),
              "primary": False, "mentions": 0},
         )  # fmt: skip
         entry["mentions"] += 1
@@ -292,22 +292,32 @@ def test_truth_rules_hold():
         keys = [(s["market"], s["code"]) for s in truth["stocks"]]
         assert len(keys) == len(set(keys))
         for stock in truth["stocks"]:
-            assert stock["kind"] == market_kind(stock["market"])
+            assert stock["kind"] == market_kind(stock["market"], stock["code"])
             assert stock["mentions"] >= 1
             assert stock["name"] is not None or stock["primary"]
 
 
 @pytest.mark.parametrize(
-    ("market", "kind"),
+    ("market", "code", "kind"),
     [
-        ("0", "stock"), ("1", "stock"), ("116", "stock"), ("128", "stock"), ("105", "stock"),
-        ("106", "stock"), ("107", "stock"), ("155", "stock"), ("90", "board"), ("100", "index"),
-        ("8", "future"), ("113", "future"), ("114", "future"), ("115", "future"),
-        ("142", "future"), ("225", "future"), ("188", "other"), ("118", "other"),
+        ("116", "00700", "stock"), ("128", "01530", "stock"), ("105", "AAPL", "stock"),
+        ("106", "NIO", "stock"), ("107", "SPY", "stock"), ("155", "HSBA", "stock"),
+        ("90", "BK0493", "board"), ("100", "HSI", "index"), ("8", "IF2206", "future"),
+        ("113", "au2212", "future"), ("114", "m2209", "future"), ("115", "SR209", "future"),
+        ("142", "sc2207", "future"), ("225", "si2308", "future"), ("188", "U00150", "other"),
+        ("118", "AU9999", "other"),
+        # Shanghai (1) and Shenzhen (0): the code range decides
+        ("1", "600519", "stock"), ("1", "688981", "stock"), ("1", "900901", "stock"),
+        ("1", "000001", "index"), ("1", "510300", "fund"), ("1", "113050", "bond"),
+        ("1", "700001", "other"),
+        ("0", "000001", "stock"), ("0", "300750", "stock"), ("0", "200011", "stock"),
+        ("0", "399006", "index"), ("0", "159915", "fund"), ("0", "161725", "fund"),
+        ("0", "123107", "bond"), ("0", "430047", "stock"), ("0", "832566", "stock"),
+        ("0", "920001", "stock"), ("0", "700001", "other"), ("0", "39900", "other"),
     ],
 )  # fmt: skip
-def test_market_kind(market, kind):
-    assert market_kind(market) == kind
+def test_market_kind(market, code, kind):
+    assert market_kind(market, code) == kind
 
 
 # ----------------------------------------------------------------------- broken
