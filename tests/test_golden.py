@@ -41,7 +41,7 @@ def page_item(name: str) -> dict:
 
 
 def test_corpus_is_complete():
-    assert len(POSTS) == 78
+    assert len(POSTS) == 82
     assert all(path.with_suffix(".json").exists() for path in POSTS)
 
 

@@ -287,7 +287,8 @@ def test_post_files_written(corpus_site):
 
 def test_category_pages(corpus_site):
     out, manifest = corpus_site
-    for slug in ("emnews", "zhengquanribaowang", "shanghaizhengquanbao", "sitenews"):
+    outlets = ("zhengquanribaowang", "shanghaizhengquanbao", "cailianshe", "quanshangzhongguo")
+    for slug in ("emnews", "sitenews", *outlets):
         path = out / "category" / f"{slug}.html"
         expected = sorted(
             (p for p in manifest.posts if p.category == slug),
@@ -300,9 +301,15 @@ def test_category_pages(corpus_site):
     assert links(out / "category" / "shanghaizhengquanbao.html") == [
         "/shanghaizhengquanbao/2022/05/26/NW202205262391921712.html"
     ]
+    assert links(out / "category" / "quanshangzhongguo.html") == [
+        "/quanshangzhongguo/2022/01/07/NW202201072239307540.html"
+    ]
     emnews = links(out / "category" / "emnews.html")
     assert len(emnews) > 50
-    assert emnews[0] == "/emnews/2022/05/26/202205262391921712.html"
+    assert emnews[:2] == [
+        "/emnews/2022/05/31/202205312398034850.html",
+        "/emnews/2022/05/26/202205262391921712.html",
+    ]
 
 
 def test_home_page(corpus_site):
@@ -310,7 +317,8 @@ def test_home_page(corpus_site):
     page = lxml.html.document_fromstring((out / "index.html").read_text(encoding="utf-8"))
     section = page.xpath('//div[@class="wrapper"]/section')[0]
     tags = section.xpath("./h2/@id")
-    assert sorted(tags) == sorted(["东财滚动新闻", "证券日报网新闻", "上海证券报新闻", "站长消息"])
+    outlets = ["证券日报网新闻", "上海证券报新闻", "财联社新闻", "券商中国新闻"]
+    assert sorted(tags) == sorted(["东财滚动新闻", "站长消息", *outlets])
     for heading in section.xpath("./h2"):
         assert heading.text_content() == heading.get("id")
         items = heading.getnext()

@@ -67,10 +67,11 @@ class Command(ScrapyCommand):
         )
         posts = site.manifest.posts
         categories = len({p.category for p in posts})
+        real = sum(not source.startswith("synthetic:") for source, _, _ in site.files)
         with MirrorServer(site.root) as server:
             print(
                 f"finews demo: a mirror of {len(posts)} posts in {categories} categories "
-                f"(78 real post files and {opts.synthetic} synthetic ones, seed {opts.seed}),"
+                f"({real} real post files and {opts.synthetic} synthetic ones, seed {opts.seed}),"
                 f" served at {server.url}",
                 flush=True,
             )
