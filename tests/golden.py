@@ -2,8 +2,9 @@
 
 ``python -m tests.golden draft [--force]`` drafts missing JSON files from the current
 extractor. A draft is not a golden file until a person has checked every field against
-the post (title, instant and offset, every stock code, the paragraph count): see
-``tests/test_golden.py`` for the independent cross-checks that run on every file.
+the post (title, instant and offset, every stock code, the paragraph count).
+``tests/test_golden.py`` compares every field of every file, as a post file and as the
+page the mirror renders from it, with its golden file.
 """
 
 from __future__ import annotations
