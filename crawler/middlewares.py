@@ -11,6 +11,12 @@ markup is not always a subset of emnews's), so linking it unread would make the 
 article depend on which copy came first. Skips are counted (``finews/skipped/stored|
 rejected``); ``refresh=1`` turns it off and reads every copy again.
 
+``StayOnSite`` drops every request for another host than the crawled site's, whatever made
+it: a link, a redirect (HTTP or meta refresh), a retry, robots.txt. A URL on one of the
+site's own host names is taken to ``base_url`` instead (``crawler.pages.site.on_site``).
+Scrapy's OffsiteMiddleware would let retries and robots.txt through (``dont_filter``).
+The spider records a dropped redirect as a failed download of the page, tried again next run.
+
 ``BackoffMiddleware``: AutoThrottle keeps its pace on a quick 429 or 503 (its latency is
 small), so such a response at least doubles the slot's delay (from FINEWS_BACKOFF_DELAY,
 at least ``Retry-After``, at most FINEWS_BACKOFF_MAX_DELAY) before RetryMiddleware retries
@@ -27,7 +33,7 @@ from scrapy import Request, signals
 from scrapy.exceptions import IgnoreRequest
 
 from crawler.items import Article
-from crawler.pages.site import PostLink
+from crawler.pages.site import PostLink, on_site
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -36,6 +42,36 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BACKOFF_STATUSES = (429, 503)
+
+
+class OffSite(IgnoreRequest):
+    """A request for a host other than the site's: never sent."""
+
+
+class StayOnSite:
+    """Keeps every request of the site crawl (a spider with a ``root``) on the site."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> StayOnSite:
+        return cls(crawler)
+
+    def process_request(self, request: Request) -> Request | None:
+        root = getattr(self.crawler.spider, "root", None)
+        if root is None or request.url.startswith(root + "/"):
+            return None
+        if urlsplit(request.url).netloc.lower() == urlsplit(root).netloc.lower():
+            return None  # the site's host outside a mirror's prefix: /robots.txt
+        url = on_site(request.url, request.url, root)
+        if url is None:
+            self.crawler.stats.inc_value("finews/offsite")
+            raise OffSite(f"{request.url} is not on the site")
+        if url == request.url:
+            return None
+        # On the site under another name: the same request, already past the dupefilter.
+        return request.replace(url=url, dont_filter=True)
 
 
 class KnownPost(IgnoreRequest):

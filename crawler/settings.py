@@ -28,8 +28,10 @@ DOWNLOAD_TIMEOUT = 30
 # The spider's errback logs each lost page once, at ERROR, saying what kind of page it was.
 RETRY_GIVE_UP_LOG_LEVEL = "WARNING"
 # AutoThrottle keeps its pace on quick 429/503 answers: BackoffMiddleware doubles the delay
-# first. SkipKnownPosts drops a post request whose article is stored (the incremental skip).
+# first. SkipKnownPosts drops a post request whose copy is stored (the incremental skip).
+# StayOnSite drops any request off the site (redirects, robots.txt of another host).
 DOWNLOADER_MIDDLEWARES = {
+    "crawler.middlewares.StayOnSite": 40,  # before everything that could send it
     "crawler.middlewares.SkipKnownPosts": 50,
     "crawler.middlewares.BackoffMiddleware": 560,  # before Retry (550)
 }

@@ -32,7 +32,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawler.items import DOWNLOAD_FAILED, Article
-from crawler.middlewares import KnownPost
+from crawler.middlewares import KnownPost, OffSite
 from crawler.pages.site import (
     LIVE_SITE,
     PostLink,
@@ -135,10 +135,14 @@ class FinewsSpider(Spider):
         status = failure.value.response.status if http else None
         detail = f"HTTP {status}" if status else f"{failure.type.__name__}: {failure.value}"
         stats = self.crawler.stats
+        offsite = failure.check(OffSite)  # sent off the site: the page failed, tried again
+        if offsite and request.meta.get("redirect_urls"):
+            detail = f"redirected off the site to {request.url}"
+            request = request.replace(url=request.meta["redirect_urls"][0])
         if status in GONE:
             stats.inc_value(f"finews/missing/{page}")
             logger.info("No %s page at %s (%s)", page, request.url, detail)
-        elif not http and failure.check(IgnoreRequest):  # robots.txt says no: policy, not error
+        elif not (http or offsite) and failure.check(IgnoreRequest):  # robots.txt: policy
             stats.inc_value(f"finews/ignored/{page}")
             logger.warning("Not fetching the %s page %s: %s", page, request.url, detail)
             return
