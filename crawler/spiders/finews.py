@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from scrapy import Request, Spider
+from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
@@ -111,13 +112,23 @@ class FinewsSpider(Spider):
 
     def parse_post(self, response: Response) -> list[Article | Request]:
         self._count_page("post")
-        if not isinstance(response, TextResponse):  # Scrapy found no text in it
-            self.store.reject(response.url, "not an HTML page", excerpt=response.body[:300])
+        # The line between a failed download and a reject is drawn here. A response that is
+        # not a post page at all (not text, empty, no article structure: an error page
+        # served as 200) tells how the server answered, not what the post holds: it is
+        # retried like a 5xx and, if it stays so, a failed download the next run fetches
+        # again. What a post page says (no infoCode, no time) is judged by the validate
+        # pipeline: a reject, which later runs do not fetch again.
+        page = None
+        if isinstance(response, TextResponse):
+            page = read_post_page(response.text, response.url, self.root)
+        if page is None or page.article is None:
+            reason = page.error if page is not None else "not an HTML page"
+            retry = get_retry_request(response.request, spider=self, reason="not_a_post_page")
+            if retry is not None:
+                return [retry]
+            self._download_failed(response.request, "post", f"HTTP 200 but {reason}")
             return []
-        page = read_post_page(response.text, response.url, self.root)
-        if page.article is None:
-            self.store.reject(response.url, page.error, excerpt=response.text[:300])
-        output: list[Article | Request] = [page.article] if page.article else []
+        output: list[Article | Request] = [page.article]
         for slug in page.categories:
             output += self._category(slug)
         return output
@@ -142,17 +153,25 @@ class FinewsSpider(Spider):
         if status in GONE:
             stats.inc_value(f"finews/missing/{page}")
             logger.info("No %s page at %s (%s)", page, request.url, detail)
+            if page == "post":
+                self._reject_download(request, detail)
         elif not (http or offsite) and failure.check(IgnoreRequest):  # robots.txt: policy
             stats.inc_value(f"finews/ignored/{page}")
             logger.warning("Not fetching the %s page %s: %s", page, request.url, detail)
-            return
         else:
-            stats.inc_value(f"finews/failed/{page}")
-            logger.error("Could not fetch the %s page %s: %s", page, request.url, detail)
+            self._download_failed(request, page, detail)
+
+    def _download_failed(self, request: Request, page: str, detail: str) -> None:
+        self.crawler.stats.inc_value(f"finews/failed/{page}")
+        logger.error("Could not fetch the %s page %s: %s", page, request.url, detail)
         if page == "post":
-            link = request.meta.get("finews_post")
-            code = link.info_code if isinstance(link, PostLink) else None
-            self.store.reject(request.url, DOWNLOAD_FAILED, detail=detail, info_code=code)
+            self._reject_download(request, detail)
+
+    def _reject_download(self, request: Request, detail: str) -> None:
+        """A failed download's reject: it says nothing of the post, the next run tries again."""
+        link = request.meta.get("finews_post")
+        code = link.info_code if isinstance(link, PostLink) else None
+        self.store.reject(request.url, DOWNLOAD_FAILED, detail=detail, info_code=code)
 
     # -- what to fetch ----------------------------------------------------------------------
 
