@@ -139,14 +139,15 @@ class Store:
         """Check the schema and open the run's ledger row; returns its id. Idempotent."""
         if self.run_id is not None:
             return self.run_id
-        from schema.migrate import is_blank, require_current, upgrade  # Alembic: ~0.1 s
+        from schema.migrate import require_current, upgrade  # Alembic: ~0.1 s
 
         engine = self._engine()
         try:
             # A blank database (a new SQLite file) gets the schema; one that holds tables
             # is only migrated when asked, so nobody's data changes shape by surprise.
-            if self.auto_migrate or is_blank(engine):
-                upgrade(self.url)
+            # Checked under the schema lock: of two first runs, the second waits for the
+            # first to create the schema, then finds it current.
+            upgrade(self.url, blank_only=not self.auto_migrate)
             require_current(engine)
             self.run_id = ledger.open_run(
                 engine, spider=spider, mode=mode, arguments=arguments or {}, now=now(),

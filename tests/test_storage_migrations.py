@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
+from schema import migrate
 from schema.db import make_engine
-from schema.migrate import alembic_config, current_revisions, head_revisions, main, upgrade
+from schema.migrate import (
+    SchemaLocked,
+    alembic_config,
+    current_revisions,
+    head_revisions,
+    lock_file,
+    main,
+    schema_lock,
+    upgrade,
+)
 from schema.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +100,52 @@ def test_make_migrate_creates_the_sqlite_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{url} is at {''.join(head_revisions())}."
     assert run_tool(["-m", "schema.migrate", "--check"], url).returncode == 0
+
+
+# -- the schema lock -----------------------------------------------------------------------------
+
+
+def test_the_sqlite_lock_file_is_beside_the_database(tmp_path):
+    assert lock_file(f"sqlite:///{tmp_path}/db/finews.db") == tmp_path / "db/finews.db.migrate.lock"
+    assert lock_file("sqlite:///data/finews.db") == Path("data/finews.db.migrate.lock")
+    assert lock_file("sqlite://") is None
+    assert lock_file("sqlite:///:memory:") is None
+    with schema_lock("sqlite://"):  # nobody else can see a database in memory: no lock
+        pass
+
+
+def test_a_migration_waits_for_the_lock_and_says_so(empty_db_url, caplog, monkeypatch):
+    monkeypatch.setattr(migrate, "LOCK_NOTICE", 0.1)
+    held = threading.Event()
+
+    def holder() -> None:  # another process, checking or changing the schema
+        with schema_lock(empty_db_url):
+            held.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="schema.migrate"):
+        migrated = upgrade(empty_db_url, blank_only=True)
+    waited = time.monotonic() - started
+    thread.join()
+
+    assert migrated and tables(empty_db_url) == TABLES
+    assert waited >= 0.3, "it waited for the holder"
+    [message] = caplog.messages
+    assert message.startswith("Waiting for the schema lock of ")
+    assert "another process is creating or upgrading the schema" in message
+
+
+def test_a_lock_held_too_long_is_given_up_with_a_clear_error(empty_db_url, monkeypatch):
+    monkeypatch.setattr(migrate, "LOCK_TIMEOUT", 0.3)
+    gave_up = r"Gave up after 0 s waiting for the schema lock of .*: another process held it"
+    with schema_lock(empty_db_url), pytest.raises(SchemaLocked, match=gave_up):
+        upgrade(empty_db_url)
+    assert tables(empty_db_url) == set()
+    assert upgrade(empty_db_url) and tables(empty_db_url) == TABLES  # released
 
 
 def test_migrate_check_names_the_fix_without_the_password(empty_postgres_url, capsys):

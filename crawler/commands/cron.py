@@ -52,7 +52,7 @@ from crawler import scaleout
 from crawler.pages.site import site_root
 from pipelines import ledger
 from schema.db import database_url, make_engine, redact
-from schema.migrate import SchemaOutdated, is_blank, require_current
+from schema.migrate import SchemaOutdated, is_blank, require_current, schema_lock
 from schema.types import BEIJING
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,13 @@ def database_problem(url: str | None, timeout: float, *, auto_migrate: bool) -> 
         return f"cannot use the database at {redact(parsed)}: {exc}"
     try:
         engine.connect().close()
-        if not auto_migrate and not is_blank(engine):
-            require_current(engine)
+        with schema_lock(parsed):  # a migration under way (a first run, make migrate): wait
+            if not auto_migrate and not is_blank(engine):
+                require_current(engine)
     except SchemaOutdated as exc:
         return str(exc)
+    except OSError as exc:  # the SQLite schema lock's file
+        return f"cannot use the database at {redact(parsed)}: {exc}"
     except SQLAlchemyError as exc:
         original = getattr(exc, "orig", None) or exc
         first = (str(original).strip().splitlines() or [type(original).__name__])[0]
@@ -225,14 +228,22 @@ class RunWatch:
             store.finish(reason, exit_status=self.outcome.code)
 
     def started(self, result: Any) -> None:
-        """Done-callback of the crawl task: keep the error of a crawl that could not start."""
+        """Done-callback of the crawl task: keep and log the error of a crawl that could not
+        start (a component's open_spider raised: the store could not open the database).
+
+        Scrapy then closes the spider ("shutdown", with an AssertionError from CoreStats, which
+        never saw it open); the error itself is logged here, as reading it keeps asyncio quiet.
+        """
         exception = getattr(result, "exception", None)
         if callable(exception) and not result.cancelled():
-            self.startup_error = exception()
+            self.startup_error = error = exception()
+            if error is not None:
+                logger.error("The crawl could not start: %s", _first_line(error), exc_info=error)
+                self.reason = None  # that spider_closed was no run
 
     def final(self) -> Outcome:
-        """The outcome, also for a crawl that never reached spider_closed."""
-        if self.outcome is not None:
+        """The outcome; for a crawl that could not start, why (even if spider_closed came)."""
+        if self.outcome is not None and self.startup_error is None:
             return self.outcome
         error = self.startup_error
         if isinstance(error, SchemaOutdated | SQLAlchemyError):
