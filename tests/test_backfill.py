@@ -470,12 +470,17 @@ def test_a_killed_backfill_restarted_ends_like_an_uninterrupted_one(
     _, alive = psutil.wait_procs(helpers, timeout=10)
     assert not alive, "parser processes (and their forkserver) exit when the crawl process dies"
 
-    backfill(site_tree.root, killed, *SMALL_BATCHES)
+    check_resumed(site_tree, killed, backfilled)
 
-    restarted = last_run(killed)
-    assert_counts_add_up(restarted)
-    assert restarted.skipped > 1, "the files done before the kill were not read again"
-    assert rows(killed) == rows(f"sqlite:///{backfilled.path}")
+
+def check_resumed(site_tree: Tree, db_url: str, backfilled: Backfilled) -> None:
+    """The same backfill run again after a stop: it reads only what was left, and ends with
+    the rows of an uninterrupted backfill."""
+    backfill(site_tree.root, db_url, *SMALL_BATCHES)
+    resumed = last_run(db_url)
+    assert_counts_add_up(resumed)
+    assert resumed.skipped > 1, "the files done before the stop were not read again"
+    assert rows(db_url) == rows(f"sqlite:///{backfilled.path}")
 
 
 def test_a_parser_process_killed_stops_the_backfill_and_a_rerun_completes_it(
@@ -501,12 +506,7 @@ def test_a_parser_process_killed_stops_the_backfill_and_a_rerun_completes_it(
     _, alive = psutil.wait_procs(helpers, timeout=10)
     assert not alive, "no process is left behind"
 
-    backfill(site_tree.root, broken, *SMALL_BATCHES)
-
-    resumed = last_run(broken)
-    assert_counts_add_up(resumed)
-    assert resumed.skipped > 1, "the files done before the kill were not read again"
-    assert rows(broken) == rows(f"sqlite:///{backfilled.path}")
+    check_resumed(site_tree, broken, backfilled)
 
 
 def test_ctrl_c_stops_the_backfill_and_its_parser_processes(

@@ -37,17 +37,9 @@ from schema.db import make_engine
 from schema.migrate import alembic_config, head_revisions, schema_lock
 from tests.conftest import BACKENDS, pg_database
 from tests.crawling import ROOT, cron_command, environment
+from tests.test_storage_migrations import TABLES as SCHEMA_TABLES
 
-TABLES = {
-    "alembic_version",
-    "articles",
-    "article_categories",
-    "categories",
-    "stock_mentions",
-    "crawl_runs",
-    "rejects",
-    "source_files",
-}
+TABLES = {"alembic_version", *SCHEMA_TABLES}
 RACE_TIMEOUT = 120  # seconds for one round; a round takes well under one
 
 RACER = """
