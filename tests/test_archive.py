@@ -9,6 +9,10 @@ import io
 import logging
 import os
 import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -41,6 +45,7 @@ from crawler.postfiles import (
 )
 from crawler.spiders.archive import ParserPool
 from fixtures.synth import generate, write
+from tests.crawling import ROOT
 
 POST = b"""---
 layout: post
@@ -366,6 +371,74 @@ def test_a_killed_parser_worker_breaks_the_pool_and_no_worker_is_left(tmp_path: 
     assert 20 <= len(pairs) < len(tasks)
     assert [t.path for t, _ in pairs] == [t.path for t in tasks[: len(pairs)]]
     assert all(r.article is not None for _, r in pairs), "what came out is whole"
+
+
+def read_and_die_handing_back(tasks: Sequence[ReadTask], filters: Filters) -> list[ReadResult]:
+    """``read_chunk``; a chunk holding ``*-die.md`` gets a 64 MB result, and its worker is
+    killed while it hands that result back (out of the reader, writing it out)."""
+    results = read_chunk(tasks, filters)
+    if any(t.path.endswith("-die.md") for t in tasks):
+        results[0].excerpt = os.urandom(64 << 20)
+        main = threading.main_thread().ident
+        threading.Thread(target=kill_when_handing_back, args=(main,), daemon=True).start()
+    return results
+
+
+def kill_when_handing_back(main: int | None) -> None:
+    """SIGKILL this process once its main thread is writing a result: in the pool's hand-back
+    or in the executor's own pipe (``multiprocessing.connection``'s ``_send``)."""
+    while True:
+        frame = sys._current_frames().get(main)
+        if frame is not None and frame.f_code.co_name in {"_hand_back", "_send"}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.0005)
+
+
+KILLED_HANDING_BACK = """
+import asyncio, os, sys
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from crawler.postfiles import Filters
+from crawler.spiders.archive import ParserPool
+from tests.test_archive import read_and_die_handing_back, task
+
+paths = sorted(Path(sys.argv[1]).iterdir())
+pool = ParserPool(
+    Filters(), workers=2, chunk_size=16, ahead=2, inline_below=32,
+    reader=read_and_die_handing_back,
+)
+
+async def collect():
+    async for _ in pool.read([task(path) for path in paths]):
+        pass
+
+try:
+    asyncio.run(collect())
+except BrokenProcessPool:
+    print("broken")
+"""
+
+
+def test_a_worker_killed_handing_back_a_large_result_breaks_the_pool_without_a_hang(
+    tmp_path: Path,
+):
+    # Run in a process of its own: a pool that hangs would hang this one too, at its exit.
+    posts = write(generate(100, seed=4), tmp_path / "posts")
+    (tmp_path / "posts" / f"{posts[40].stem}-die.md").write_bytes(POST)
+    spools = {p.name for p in Path(tempfile.gettempdir()).glob("finews-parsed-*")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_HANDING_BACK, str(tmp_path / "posts")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the pool hung when a worker died handing back its result")
+    assert out.decode().split() == ["broken"], err.decode()[-2000:]
+    left = {p.name for p in Path(tempfile.gettempdir()).glob("finews-parsed-*")} - spools
+    assert not left, "the spool directory is removed"
 
 
 def test_a_read_abandoned_part_way_stops_its_workers(tmp_path: Path):

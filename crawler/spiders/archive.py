@@ -30,6 +30,13 @@ converges to the same rows); small jobs and ``workers=0`` are read here. Workers
 ``forkserver`` (else ``spawn``), never as a fork of this process (reactor, threads, database
 connections), run niced, ignore Ctrl-C (Scrapy stops them) and exit if this process dies.
 
+A worker leaves a chunk's results in a file of a spool directory and hands back only the file's
+name. The executor notices a dead worker only between messages on its result pipe: a worker
+killed part-way through sending a large result (hundreds of KB, several pipe buffers) would
+leave the executor's management thread waiting for the rest of the message forever, and the
+backfill hung, even at exit. A name is one atomic write to the pipe; a half-written file is
+never named. The spool is removed when the pool closes.
+
 A dead worker (killed, out of memory) breaks the executor and loses the files it held: the
 backfill stops with one ERROR line and the close reason ``parser_pool_broken`` once the items
 sent are stored. The same command run again passes over the files stored and reads the rest
@@ -47,7 +54,10 @@ import gc
 import logging
 import multiprocessing
 import os
+import pickle
+import shutil
 import signal
+import tempfile
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -262,6 +272,7 @@ class ParserPool:
         self.inline_below = inline_below
         self.reader = reader  # a module-level function: workers import it by name
         self.executor: ProcessPoolExecutor | None = None
+        self.spool: str | None = None  # where workers leave their results
 
     async def read(self, tasks: Iterable[ReadTask]) -> AsyncIterator[tuple[ReadTask, ReadResult]]:
         source = iter(tasks)
@@ -275,17 +286,20 @@ class ParserPool:
                     yield pair
             return
         try:
+            self.spool = spool = tempfile.mkdtemp(prefix="finews-parsed-")
             self.executor = executor = self._new_executor()
             # At most workers * ahead chunks in flight; answers are taken in task order.
-            pending: deque[tuple[list[ReadTask], Future[list[ReadResult]]]] = deque()
+            pending: deque[tuple[list[ReadTask], Future[str]]] = deque()
             room = self.workers * self.ahead
             while True:
                 while len(pending) < room and (chunk := next(chunks, None)) is not None:
-                    pending.append((chunk, executor.submit(self.reader, chunk, self.filters)))
+                    job = executor.submit(_hand_back, self.reader, chunk, self.filters, spool)
+                    pending.append((chunk, job))
                 if not pending:
                     return
                 chunk, future = pending.popleft()
-                for pair in zip(chunk, await asyncio.wrap_future(future), strict=True):
+                results = _take_back(await asyncio.wrap_future(future))
+                for pair in zip(chunk, results, strict=True):
                     yield pair
         finally:
             self.close()
@@ -305,6 +319,28 @@ class ParserPool:
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool = None
+
+
+def _hand_back(reader: Reader, tasks: Sequence[ReadTask], filters: Filters, spool: str) -> str:
+    """In a worker: read a chunk and leave its results in a new file of ``spool``, whose name
+    goes back through the executor's pipe (see the module's docstring for why)."""
+    results = reader(tasks, filters)
+    descriptor, path = tempfile.mkstemp(dir=spool, suffix=".pickle")
+    with os.fdopen(descriptor, "wb") as file:
+        pickle.dump(results, file, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _take_back(path: str) -> list[ReadResult]:
+    """In the crawl process: the results a worker left in ``path``; the file is removed."""
+    try:
+        with open(path, "rb") as file:
+            return pickle.load(file)  # written by our own worker, just now
+    finally:
+        os.unlink(path)
 
 
 def _start_worker() -> None:
