@@ -1,8 +1,10 @@
 """The run ledger: one ``crawl_runs`` row per run, opened at start, closed at the end.
 
 The row is closed whatever the end (finished, interrupted, failed, a CLOSESPIDER_* limit), with
-the counts the pipelines keep under ``finews/…`` stats keys. A process killed outright leaves it
-``running`` with the progress last recorded; ``scrapy cron`` closes its dead workers' rows.
+the counts the pipelines keep under ``finews/…`` stats keys. A process killed outright (or one
+that could not close its row while the database was away) leaves it ``running`` with the
+progress last recorded: ``scrapy cron`` closes its dead workers' rows as ``failed``, and the next
+run on the same host marks any row whose process is gone ``interrupted`` (``close_dead_runs``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import socket
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, Table, insert, update
+from sqlalchemy import Connection, Engine, Table, insert, select, update
 
 from schema.models import CrawlRun
 
@@ -112,3 +114,31 @@ def close_abandoned(engine: Engine, run_id: int, *, reason: str, now: datetime) 
     )
     with engine.begin() as conn:
         return conn.execute(query).rowcount == 1
+
+
+def close_dead_runs(engine: Engine, *, now: datetime, host: str | None = None) -> list[int]:
+    """Mark ``interrupted`` the ``running`` rows of this host whose process is gone; their ids.
+
+    Rows of other hosts are left alone: their processes cannot be seen from here. A pid taken
+    again by a new process keeps its row ``running`` until that process ends."""
+    host = host or socket.gethostname()
+    query = select(RUNS.c.id, RUNS.c.pid).where(RUNS.c.status == "running", RUNS.c.host == host)
+    with engine.begin() as conn:
+        dead = [run for run, pid in conn.execute(query) if pid is not None and not _alive(pid)]
+        if dead:
+            conn.execute(
+                update(RUNS)
+                .where(RUNS.c.id.in_(dead), RUNS.c.status == "running")
+                .values(status="interrupted", close_reason="process_gone", finished_at=now)
+            )
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

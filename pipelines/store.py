@@ -5,8 +5,20 @@
 queued (``add``) and written in the crawl process, in order, one transaction a batch
 (``pipelines.upsert.write_batch``)
 of FINEWS_STORE_BATCH_SIZE, after FINEWS_STORE_FLUSH_SECONDS, and at close: a 500-article
-batch takes tens of milliseconds, a pause the crawl does not notice. A batch the database
-refuses is retried item by item, so one bad row costs one reject. ``reject`` records what
+batch takes tens of milliseconds, a pause the crawl does not notice.
+
+Where a write fails, the store tells the database's two kinds of failure apart:
+
+- **The database is away** (a connection refused or lost, SQLite's "database is locked":
+  ``is_outage``): the same batch is written again with back-off for up to
+  FINEWS_DB_RETRY_SECONDS (60). The crawl waits meanwhile: the write runs in the crawl
+  process, so no request goes out and nothing piles up. If the database answers, the run goes
+  on as if nothing happened. If not, the store gives up (``unavailable``): the run stops with
+  the reason ``database_unavailable`` and fails (``scrapy cron`` exits 3), and what it could not
+  write is left for the next run, which fetches it again: an outage never becomes a reject.
+- **The database refuses a row** (a constraint it violates): the batch is written again item
+  by item, so one bad row costs one reject, with the reason ``REFUSED`` and the database's
+  message. ``reject`` records what
 could not be stored; ``stored_codes``, ``read_copies`` and ``rejected_paths`` say what
 earlier runs left (the incremental skip, the backfill); ``track_file`` records a post file
 in the same transaction as the article or reject it becomes (``pipelines.sources``), so a
@@ -29,7 +41,7 @@ from scrapy import signals
 from scrapy.utils.asyncio import create_looping_call
 from scrapy.utils.reactor import is_reactor_installed
 from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from crawler.items import DOWNLOAD_FAILED, Article
 from pipelines import ledger, sources
@@ -46,7 +58,35 @@ logger = logging.getLogger(__name__)
 REJECTS = Reject.__table__
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_SECONDS = 5.0
+DEFAULT_RETRY_SECONDS = 60.0  # how long a write waits for a database that went away
+FIRST_RETRY_DELAY = 0.25  # seconds before the second try; doubled each time, up to
+MAX_RETRY_DELAY = 5.0
 EXCERPT_CHARS = 300
+REFUSED = "refused by the database"  # a reject: the row violates a constraint
+LEGACY_DATABASE_ERROR = "database error"  # older versions' reject, outage or refusal
+UNAVAILABLE = "database_unavailable"  # the close reason when the database stayed away
+
+
+# SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN (primary codes)
+SQLITE_TRANSIENT = frozenset({5, 6, 10, 13, 14})
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer for FINEWS_DB_RETRY_SECONDS."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The failure is the connection's, not the data's: the same write may succeed later.
+
+    PostgreSQL's operational errors are the connection's (refused, lost, the server shutting
+    down); SQLite's also cover a missing table, so for it only busy, locked, I/O, full and
+    cannot-open count."""
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+    return code is None or code & 0xFF in SQLITE_TRANSIENT
 
 
 def now() -> datetime:
@@ -90,16 +130,22 @@ class Store:
         auto_migrate: bool = False,
         stats: Any = None,
         job: str | None = None,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
         self.url = database_url(url)
         self.batch_size = max(1, batch_size)
         self.flush_seconds = flush_seconds
+        self.retry_seconds = max(0.0, retry_seconds)
         self.auto_migrate = auto_migrate
         self.stats = stats if stats is not None else Counts()
         self.job = job
         self.engine: Engine | None = None
         self.run_id: int | None = None
         self.storage_failed = False
+        self.unavailable = False  # gave up waiting for the database: nothing more is written
+        self.on_unavailable: Any = None  # called once when the store gives up (stops the crawl)
+        self._unwritten = 0  # articles left for the next run
+        self._unwritten_rejects = 0
         self._pending: dict[tuple[str, str | None], Article] = {}  # by infoCode, category
         self._rejects: list[dict[str, Any]] = []
         self._categories: dict[str, str | None] = {}  # slug -> outlet, committed
@@ -129,7 +175,9 @@ class Store:
                 stats=crawler.stats,
                 # A worker of a scaled-out crawl (crawler.scaleout) names its job.
                 job=get.get("FINEWS_JOB") if get.get("FINEWS_REDIS_URL") else None,
+                retry_seconds=get.getfloat("FINEWS_DB_RETRY_SECONDS", DEFAULT_RETRY_SECONDS),
             )
+            store.on_unavailable = lambda: _stop_crawl(crawler, UNAVAILABLE)
             crawler.signals.connect(store._spider_closed, signal=signals.spider_closed)
             crawler.signals.connect(store._engine_stopped, signal=signals.engine_stopped)
             crawler.finews_store = store  # type: ignore[attr-defined]
@@ -153,10 +201,14 @@ class Store:
                 engine, spider=spider, mode=mode, arguments=arguments or {}, now=now(),
                 job=self.job,
             )  # fmt: skip
+            gone = ledger.close_dead_runs(engine, now=now())
         except Exception:
             engine.dispose()
             raise
         logger.info("Storing to %s as run %d", redact(self.url), self.run_id)
+        if gone:
+            shown = ", ".join(map(str, gone))
+            logger.warning("Marked interrupted: runs %s, left running by processes now gone", shown)
         self._start_timer()
         return self.run_id
 
@@ -180,14 +232,28 @@ class Store:
             logger.exception("Could not write the last batch")
             self.storage_failed = True
         status = ledger.status_for(reason, storage_failed=self.storage_failed)
+        if self.unavailable:
+            logger.error(
+                "%d articles and %d rejects could not be written; the next run fetches their "
+                "pages again", self._unwritten, self._unwritten_rejects,
+            )  # fmt: skip
         if self.run_id is not None and self.engine is not None:
             try:
-                ledger.close_run(
-                    self.engine, self.run_id, status=status, reason=reason, now=now(),
-                    counts=ledger.counts_from(self.stats), exit_status=exit_status,
+                # After an outage one try: the store has waited already.
+                counts = ledger.counts_from(self.stats)
+
+                def close() -> None:
+                    ledger.close_run(
+                        self._engine(), self.run_id, status=status, reason=reason, now=now(),
+                        counts=counts, exit_status=exit_status,
+                    )  # fmt: skip
+
+                self._retrying(close, "the run's end", patience=0 if self.unavailable else None)
+            except (DatabaseUnavailable, SQLAlchemyError) as exc:
+                logger.error(
+                    "Could not close run %s (%s): the next run marks it interrupted",
+                    self.run_id, describe_error(exc.__cause__ or exc),
                 )  # fmt: skip
-            except SQLAlchemyError as exc:
-                logger.error("Could not close run %s: %s", self.run_id, describe_error(exc))
         if self.engine is not None:
             self.engine.dispose()
         if self.run_id is not None:
@@ -218,10 +284,12 @@ class Store:
         """URL paths of pages an earlier run rejected for what they hold.
 
         By path, so a mirror on another port is the same site. A failed download (reason
-        ``DOWNLOAD_FAILED``) does not count: the next run tries it again.
+        ``DOWNLOAD_FAILED``) does not count: the next run tries it again. Nor does
+        ``LEGACY_DATABASE_ERROR``, which older versions wrote for outages and refusals alike.
         """
         query = select(REJECTS.c.url).distinct()
-        query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason != DOWNLOAD_FAILED)
+        tried_again = (DOWNLOAD_FAILED, LEGACY_DATABASE_ERROR)
+        query = query.where(REJECTS.c.url.is_not(None), REJECTS.c.reason.not_in(tried_again))
         with self._engine().connect() as conn:
             return {urlsplit(u).path for u in conn.execute(query).scalars()}
 
@@ -288,23 +356,79 @@ class Store:
     # -- writing ------------------------------------------------------------------------------
 
     def _write_batch(self, articles: list[Article], files: list[dict[str, Any]]) -> None:
+        if self.unavailable:
+            self._unwritten += len(articles)
+            return
         try:
-            self._count(self._write(articles, files))
+            self._count(self._retrying(lambda: self._write(articles, files), "a batch"))
+            return
+        except DatabaseUnavailable:
+            self._unwritten += len(articles)
             return
         except SQLAlchemyError as exc:
             self.stats.inc_value("finews/batch_failures")
             logger.warning(
-                "A batch of %d articles failed (%s); retrying them one by one",
+                "The database refused a batch of %d articles (%s); writing them one by one",
                 len(articles),
                 describe_error(exc),
             )
-        for article in articles:
+        for n, article in enumerate(articles):
             try:
-                self._count(self._write([article]))
+                self._count(self._retrying(lambda a=article: self._write([a]), "an article"))
+            except DatabaseUnavailable:
+                self._unwritten += len(articles) - n
+                return  # their files stay unrecorded: the next run reads them again
             except SQLAlchemyError as exc:
-                self.reject_item(article, "database error", describe_error(exc))
+                self.reject_item(article, REFUSED, describe_error(exc))
         # Recorded after the retries, with the rejects some of them became.
         self._reject_file_rows.extend(files)
+
+    def _retrying(self, write: Any, what: str, *, patience: float | None = None) -> Any:
+        """``write()``, tried again with back-off while the database is away, for up to
+        ``patience`` seconds (FINEWS_DB_RETRY_SECONDS); then ``DatabaseUnavailable``, once the
+        store has given up (``unavailable``) and asked the crawl to stop."""
+        patience = self.retry_seconds if patience is None else patience
+        started, delay, tries = time.monotonic(), FIRST_RETRY_DELAY, 0
+        while True:
+            try:
+                result = write()
+            except SQLAlchemyError as exc:
+                if not is_outage(exc):
+                    raise
+                waited = time.monotonic() - started
+                if waited >= patience:
+                    self._give_up(what, waited, exc)
+                    raise DatabaseUnavailable(describe_error(exc)) from exc
+                if tries == 0:
+                    self.stats.inc_value("finews/db_outages")
+                    logger.warning(
+                        "The database is unavailable (%s); writing %s again for up to %.0f s",
+                        describe_error(exc), what, patience,
+                    )  # fmt: skip
+                tries += 1
+                if self.engine is not None:
+                    self.engine.dispose()  # its pooled connections died with the server
+                time.sleep(min(delay, patience - waited))
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
+            if tries:
+                waited = time.monotonic() - started
+                logger.warning("The database answers again after %.1f s; the run goes on", waited)
+            return result
+
+    def _give_up(self, what: str, waited: float, exc: BaseException) -> None:
+        if self.unavailable:
+            return
+        self.unavailable = self.storage_failed = True
+        self.stats.inc_value("finews/errors")
+        logger.error(
+            "The database stayed unavailable for %.0f s (%s) while writing %s: the run stops. "
+            "What it could not write is not recorded as rejected: once the database is back, "
+            "run the same command again to fetch it.",
+            waited, describe_error(exc), what,
+        )  # fmt: skip
+        if self.on_unavailable is not None:
+            self.on_unavailable()
 
     def _write(self, articles: list[Article], files: list[dict[str, Any]] | None = None) -> Outcome:
         with self._engine().begin() as conn:
@@ -337,18 +461,26 @@ class Store:
             return
         rows, self._rejects = self._rejects, []
         files, self._reject_file_rows = self._reject_file_rows, []
+        if self.unavailable:  # the pages are fetched again by the next run, and judged again
+            self._unwritten_rejects += len(rows)
+            return
         for row in rows:
             row["run_id"] = self.run_id
-        try:
+
+        def write() -> None:
             with self._engine().begin() as conn:
                 if rows:
                     conn.execute(insert(REJECTS), rows)
                 sources.write(conn, files, run_id=self.run_id, now=now())
-        except SQLAlchemyError as exc:
+
+        try:
+            self._retrying(write, "rejects")
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
             # Nothing is left to hold them: the log is the last place a person can look.
             self.storage_failed = True
             self.stats.inc_value("finews/errors")
-            logger.error("Could not write %d rejects: %s", len(rows), describe_error(exc))
+            cause = describe_error(exc.__cause__ or exc)
+            logger.error("Could not write %d rejects: %s", len(rows), cause)
             for row in rows:
                 logger.error("Lost reject: %s %s: %s", row["url"], row["reason"], row["detail"])
 
@@ -405,6 +537,18 @@ class Store:
         if self.engine is None:
             self.engine = make_engine(self.url)
         return self.engine
+
+
+def _stop_crawl(crawler: Crawler, reason: str) -> None:
+    """Ask the engine to close the spider with ``reason`` (the store cannot go on)."""
+    from scrapy.utils.defer import deferred_from_coro
+
+    engine = crawler.engine
+    if engine is None or not engine.running:
+        return
+    deferred_from_coro(engine.close_spider_async(reason=reason)).addErrback(
+        lambda failure: logger.error("Could not stop the crawl: %s", failure.value)
+    )
 
 
 class StorePipeline:

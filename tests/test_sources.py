@@ -96,6 +96,6 @@ def test_a_failed_batch_still_records_its_files(db_url, engine):
     with Session(engine) as session:
         assert session.scalars(select(Article.info_code)).all() == [CODE]
         reasons = session.scalars(select(Reject.reason)).all()
-    assert reasons == ["database error"]
+    assert reasons == ["refused by the database"]
     # The bad file's code is not stored, so the next run reads it again.
     assert rows["/archive/bad.md"].info_code == "NW202204272361734681"

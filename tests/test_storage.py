@@ -467,7 +467,7 @@ def test_a_bad_row_costs_one_reject_not_its_batch(db_url, engine, pipeline_run):
 
     assert count(engine, Article) == 2
     [reject] = rejects(engine)
-    assert reject.reason == "database error"
+    assert reject.reason == "refused by the database"
     assert reject.info_code == "NW000000000000000002"
     assert "market" in (reject.detail or ""), "the database's own message says what broke"
     assert run.stats["finews/batch_failures"] == 1
