@@ -1,13 +1,27 @@
-"""The mirror server behaves like the static site: statuses, content types, 404 page, robots."""
+"""The mirror server behaves like the static site: statuses, content types, 404 page, robots;
+and its fault switches misbehave as they say, then serve the real page."""
 
 from __future__ import annotations
 
 import http.client
+import socket
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from fixtures.server import MirrorServer, MirrorSite, corpus_files, synthetic_files
+from fixtures.server import (
+    BROKEN,
+    BUSY_PAGE,
+    FAULT_KINDS,
+    Fault,
+    MirrorServer,
+    MirrorSite,
+    corpus_files,
+    plan_faults,
+    synthetic_files,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +100,129 @@ def test_posts_added_later_appear_on_their_category_page(tmp_path: Path):
             page = get(server, f"/category/{post.path.split('/')[1]}.html").body.decode()
             assert post.path in page
             assert get(server, post.path).status == 200
+
+
+# -- fault switches ---------------------------------------------------------------------------
+
+
+def raw(server: MirrorServer, path: str, timeout: float = 5) -> bytes:
+    """Everything the server sends for one GET before it closes or goes quiet."""
+    with socket.create_connection(server.server_address[:2], timeout=timeout) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        return data
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "retry_after"),
+    [("500", 500, None), ("502", 502, None), ("503", 503, "1"), ("429", 429, "1"),
+     ("429-bare", 429, None)],
+)  # fmt: skip
+def test_status_faults_then_the_page(server, site, kind, status, retry_after):
+    post = site.manifest.posts[0].path
+    server.answers[post] = [Fault(kind)] * 2
+    for _ in range(2):
+        answer = get(server, post)
+        assert (answer.status, answer.getheader("Retry-After")) == (status, retry_after)
+    assert get(server, post).status == 200
+    assert server.paths(None) == [post] * 3
+
+
+def test_200_faults_are_not_the_page(server, site):
+    post = site.manifest.posts[0].path
+    server.answers[post] = [Fault("empty"), Fault("busy")]
+    empty, busy, page = get(server, post), get(server, post), get(server, post)
+    assert (empty.status, empty.body) == (200, b"")
+    assert (busy.status, busy.body) == (200, BUSY_PAGE)
+    assert b"Service busy" in busy.body and len(busy.body) < 200
+    assert busy.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert page.status == 200 and site.manifest.posts[0].title.encode() in page.body
+
+
+def test_redirect_faults_keep_the_path(server, site):
+    post = site.manifest.posts[0].path
+    server.offsite = "http://127.0.0.2:8123/"
+    server.answers[post] = [Fault("alias"), Fault("offsite")]
+    alias, offsite = get(server, post), get(server, post)
+    assert (alias.status, alias.getheader("Location")) == (
+        301, "https://finews.withounder.com" + post,
+    )  # fmt: skip
+    assert (offsite.status, offsite.getheader("Location")) == (302, "http://127.0.0.2:8123" + post)
+    assert get(server, post).status == 200
+
+
+def test_resets_close_the_connection_without_an_answer(server, site):
+    post = site.manifest.posts[0].path
+    server.answers[post] = [Fault("reset"), Fault("reset-headers")]
+    for _ in range(2):
+        try:
+            sent = raw(server, post)
+        except ConnectionResetError:
+            sent = b""  # the reset came before the client read what little was sent
+        assert b"\r\n\r\n" not in sent, "never a whole status line and headers"
+    assert get(server, post).status == 200
+    assert server.requests == [("GET", post, BROKEN)] * 2 + [("GET", post, 200)]
+
+
+def test_a_stall_says_nothing_for_its_time(server, site):
+    post = site.manifest.posts[0].path
+    server.stall = 1.0
+    server.answers[post] = [Fault("stall")]
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        raw(server, post, timeout=0.3)  # the crawler's download timeout, in small
+    assert raw(server, post).startswith(b"HTTP/1.1 200 OK")
+    assert time.monotonic() - started < 1.0, "other connections are answered meanwhile"
+    assert server.paths(None) == [post, post] and server.paths(BROKEN) == [post]
+
+
+def test_a_truncated_body_is_shorter_than_its_content_length(server, site):
+    post = site.manifest.posts[0].path
+    server.answers[post] = [Fault("truncated")]
+    head, _, body = raw(server, post).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length"))
+                 .split(b":")[1])  # fmt: skip
+    full = get(server, post).body
+    assert 0 < len(body) < len(full) < length
+    assert full.startswith(body)
+
+
+def test_a_permanent_fault_is_never_used_up(server, site):
+    post = site.manifest.posts[0].path
+    server.answers[post] = [Fault("500", permanent=True)]
+    assert [get(server, post).status for _ in range(5)] == [500] * 5
+    assert server.pending() == {post: [Fault("500", permanent=True)]}
+
+
+def test_plan_faults_is_seeded_and_uses_every_kind():
+    paths = [f"/emnews/2022/05/26/{n}.html" for n in range(300)]
+    plan = plan_faults(paths, seed=7, share=0.2, times=(2, 4))
+    assert plan == plan_faults(paths, seed=7, share=0.2, times=(2, 4))
+    assert plan != plan_faults(paths, seed=8, share=0.2, times=(2, 4))
+    assert len(plan) == 60 and set(plan) <= set(paths)
+    assert {queue[0].kind for queue in plan.values()} == set(FAULT_KINDS)
+    for queue in plan.values():
+        assert 2 <= len(queue) <= 4 and len(set(queue)) == 1
+        assert not queue[0].permanent
+
+    few = plan_faults(paths[:5], seed=1, share=0.01, kinds=["503", "empty"], times=(1, 1))
+    assert len(few) == 2, "at least one path per kind"
+    assert Counter(queue[0].kind for queue in few.values()) == {"503": 1, "empty": 1}
+
+    stuck = plan_faults(paths, seed=2, share=0.1, kinds=["500"], permanent=1.0)
+    assert all(queue == [Fault("500", permanent=True)] for queue in stuck.values())
+    with pytest.raises(ValueError, match="unknown fault"):
+        plan_faults(paths, seed=2, share=0.1, kinds=["404"])
+    with pytest.raises(ValueError, match="unknown fault"):
+        Fault("teapot")
+
+
+def test_faults_queue_after_other_answers(server, site):
+    post = site.manifest.posts[0].path
+    server.answers[post] = [(418, b"teapot", {})]
+    server.add_answers({post: [Fault("502")]})
+    assert [get(server, post).status for _ in range(3)] == [418, 502, 200]
+    assert server.pending() == {}
