@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crawler.items import Stock
-from pipelines.store import Store
+from pipelines.store import Store, is_outage
 from pipelines.validate import problems
 from schema.db import make_engine, redact
 from schema.migrate import SchemaOutdated
@@ -591,6 +592,40 @@ def test_run_is_failed_when_storage_cannot_write(db_url, engine):
 
     [ledger] = runs(engine)
     assert (ledger.status, ledger.close_reason, ledger.errors) == ("failed", "finished", 1)
+
+
+def sqlite_error(url: str, sql: str, *, locked: bool = False) -> SQLAlchemyError:
+    """The error SQLite gives for ``sql``, with the file write-locked by another connection."""
+    holder, engine = make_engine(url), make_engine(url)
+    try:
+        with holder.connect() as other, engine.connect() as conn:
+            if locked:
+                other.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("PRAGMA busy_timeout = 0")  # no waiting for the lock
+            conn.commit()
+            with pytest.raises(SQLAlchemyError) as raised, conn.begin():
+                conn.execute(text(sql))
+            return raised.value
+    finally:
+        engine.dispose()
+        holder.dispose()
+
+
+def test_only_a_database_that_is_away_or_busy_counts_as_an_outage(sqlite_url, postgres_url):
+    assert is_outage(sqlite_error(sqlite_url, "DELETE FROM rejects", locked=True))
+    assert not is_outage(sqlite_error(sqlite_url, "SELECT * FROM no_such_table"))
+    assert not is_outage(sqlite_error(sqlite_url, "INSERT INTO categories (slug) VALUES (NULL)"))
+    refused = make_engine(postgres_url.rsplit(":", 1)[0] + ":1/postgres")  # nobody listens
+    with pytest.raises(SQLAlchemyError) as raised:
+        refused.connect()
+    assert is_outage(raised.value)
+    engine = make_engine(postgres_url)
+    try:
+        with pytest.raises(SQLAlchemyError) as raised, engine.begin() as conn:
+            conn.execute(text("INSERT INTO categories (slug) VALUES (NULL)"))
+    finally:
+        engine.dispose()
+    assert not is_outage(raised.value), "a constraint is the data's problem, not the server's"
 
 
 def test_passwords_never_reach_the_log(postgres_url, caplog):
