@@ -59,6 +59,10 @@ FINEWS_STORE_BATCH_SIZE = 500
 FINEWS_STORE_FLUSH_SECONDS = 5.0
 # An outdated schema stops the run with "run make migrate"; True migrates it instead.
 FINEWS_AUTO_MIGRATE = False
+# A database that goes away mid-run: a write is tried again, with back-off, for this many
+# seconds (the crawl waits meanwhile); then the run stops with exit status 3 and the next
+# run fetches what this one could not write.
+FINEWS_DB_RETRY_SECONDS = 60.0
 
 # Scale-out (crawler.scaleout, scrapy-redis): with a Redis URL, every `scrapy crawl finews`
 # started with the same FINEWS_JOB is a worker of one crawl (shared queue and dupefilter).
