@@ -28,6 +28,7 @@ from schema.migrate import (
     upgrade,
 )
 from schema.models import Base
+from schema.search import is_index_table
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
@@ -42,9 +43,11 @@ TABLES = {
 
 
 def tables(url: str) -> set[str]:
+    """The schema's tables: not alembic_version, nor the SQLite search index's (0006)."""
     engine = make_engine(url)
     try:
-        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+        names = set(inspect(engine).get_table_names()) - {"alembic_version"}
+        return {name for name in names if not is_index_table(name)}
     finally:
         engine.dispose()
 

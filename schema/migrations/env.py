@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from schema.db import database_url, make_engine
 from schema.models import Base
+from schema.search import TRIGRAM_INDEXES, VIEWS, is_index_table
 
 config = context.config
 # Programmatic callers keep their own logging; the CLI gets the ini's.
@@ -22,10 +23,19 @@ if config.config_file_name and config.attributes.get("configure_logger", True):
 target_metadata = Base.metadata
 
 
+def _in_models(name: str | None, type_: str, _parents: object) -> bool:
+    """False for what migration 0006 made for analysts and search (views, the SQLite FTS
+    table and its shadow tables, PostgreSQL's trigram indexes): not models, never dropped."""
+    if type_ == "table":
+        return not (name in VIEWS or is_index_table(name or ""))
+    return not (type_ == "index" and name in TRIGRAM_INDEXES)
+
+
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
+        include_name=_in_models,
         # SQLite cannot ALTER most things: Alembic copies the table instead.
         render_as_batch=kwargs.pop("dialect_name") == "sqlite",
         **kwargs,
