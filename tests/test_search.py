@@ -29,12 +29,13 @@ from schema.search import (
     Hit,
     SearchIndexMissing,
     is_index_table,
+    main,
     rebuild,
     search,
     snippet,
 )
 from schema.types import BEIJING
-from tests.conftest import BACKENDS, make_article, pg_database
+from tests.conftest import make_article, pg_database
 from tests.test_storage_corpus import CORPUS, corpus_files, store_files
 
 MAOTAI = ["NW202112082206935918", "NW202112082206928461"]  # newest first
@@ -43,24 +44,65 @@ HFO = "NW202205262391921712"
 HFO_STOCKS = ["NIO.N", "300343.SZ", "600160.SH", "600636.SH", "BK0493", "BK0839"]
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+# SQLite: the corpus (64 articles) waits to be indexed, as fewer than 500 new articles do;
+# "indexed" puts it in the index first. PostgreSQL indexes every write at once.
+CORPUS_STATES = [
+    pytest.param(("sqlite", "waiting"), id="sqlite-waiting"),
+    pytest.param(("sqlite", "indexed"), id="sqlite-indexed"),
+    pytest.param(("postgresql", "indexed"), id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="module", params=CORPUS_STATES)
 def corpus_engine(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Engine]:
     """The real corpus, stored once per backend for the module's read-only tests."""
-    if request.param == "sqlite":
+    backend, state = request.param
+    if backend == "sqlite":
         path = tmp_path_factory.mktemp("corpus") / "finews.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        yield from stored_corpus(f"sqlite:///{path}")
+        yield from stored_corpus(f"sqlite:///{path}", indexed=state == "indexed")
     else:
         admin, template = (request.getfixturevalue(f) for f in ("pg_admin", "pg_template"))
         with pg_database(admin, template=template) as url:
             yield from stored_corpus(url)
 
 
-def stored_corpus(url: str) -> Iterator[Engine]:
+def stored_corpus(url: str, *, indexed: bool = True) -> Iterator[Engine]:
     store_files(None, url, corpus_files())
     engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        assert waiting(engine) == 64, "fewer than 500: all wait"
+        if indexed:
+            index_what_waits(engine)
     yield engine
     engine.dispose()
+
+
+def waiting(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM articles_fts_pending")).scalar_one()
+
+
+def index_what_waits(engine: Engine) -> None:
+    """SQLite: what the flush trigger does at 500 articles waiting."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO articles_fts (rowid, title, body_text) "
+            "SELECT article_rowid, title, body_text FROM articles_fts_source "
+            "WHERE article_rowid IN (SELECT article_rowid FROM articles_fts_pending)"
+        ))  # fmt: skip
+        conn.execute(text("DELETE FROM articles_fts_pending"))
+
+
+def fts_in_step(engine: Engine) -> None:
+    """SQLite: index what waits, then FTS5's own check that the index holds exactly the
+    articles' text (it fails on a row indexed with other text, missing or left over)."""
+    if engine.dialect.name == "sqlite":
+        index_what_waits(engine)
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)"
+            ))  # fmt: skip
 
 
 def codes(hits: list[Hit]) -> list[str]:
@@ -133,17 +175,6 @@ def test_filters(corpus_engine, query, filters, expected):
     assert codes(search(corpus_engine, query, **filters)) == expected
 
 
-def test_rebuild_indexes_every_article_and_gives_the_same_results(corpus_engine):
-    queries = ("茅台", "新市民", "HFO-1234yf", "制冷剂", "北向资金", "A股")
-    before = {query: search(corpus_engine, query, limit=100) for query in queries}
-    with corpus_engine.connect() as conn:
-        articles = conn.execute(text("SELECT count(*) FROM articles")).scalar_one()
-
-    assert rebuild(corpus_engine) == articles == 64
-    assert {query: search(corpus_engine, query, limit=100) for query in queries} == before
-    assert all(before.values())
-
-
 @pytest.mark.parametrize("query", ["", "   ", "\n\t"])
 def test_a_blank_query_is_refused(corpus_engine, query):
     with pytest.raises(ValueError, match="empty search query"):
@@ -164,49 +195,64 @@ def test_query_syntax_is_taken_literally(corpus_engine, query):
         assert query.lower() in hit.snippet.lower()
 
 
+def test_rebuild_indexes_every_article_and_gives_the_same_results(corpus_engine):
+    # Last of the corpus tests: on SQLite it indexes what waited.
+    queries = ("茅台", "新市民", "HFO-1234yf", "制冷剂", "北向资金", "A股")
+    before = {query: search(corpus_engine, query, limit=100) for query in queries}
+    with corpus_engine.connect() as conn:
+        articles = conn.execute(text("SELECT count(*) FROM articles")).scalar_one()
+
+    assert rebuild(corpus_engine) == articles == 64
+    assert {query: search(corpus_engine, query, limit=100) for query in queries} == before
+    assert all(before.values())
+
+
 # -- in step with writes ------------------------------------------------------------------------
-
-
-def fts_in_step(engine: Engine) -> None:
-    """SQLite: FTS5's own check that the index holds exactly the articles' text."""
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:
-            conn.execute(
-                text("INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
-            )
 
 
 def found(engine: Engine, *queries: str) -> dict[str, list[str]]:
     return {query: codes(search(engine, query)) for query in queries}
 
 
+def found_before_and_after_indexing(engine: Engine, *queries: str) -> dict[str, list[str]]:
+    """The hits while the text waits (SQLite), then the same once it is indexed."""
+    hits = found(engine, *queries)
+    fts_in_step(engine)
+    assert found(engine, *queries) == hits, "the same hits from the index"
+    return hits
+
+
 def test_new_revised_and_deleted_articles_are_searched_at_once(db_url, engine, pipeline_run):
-    code = "NW202204272361734680"
-    queries = ("美团", "小微生意", "降准", "央行宣布降准")
-    pipeline_run(db_url, [make_article()])
-    assert found(engine, *queries) == {
-        "美团": [code],
-        "小微生意": [code],
-        "降准": [],
-        "央行宣布降准": [],
-    }
-    fts_in_step(engine)
-
+    code, other = "NW202204272361734680", "NW202204272361734689"
+    queries = ("美团", "小微生意", "降准", "央行宣布降准", "加息", "美联储加息")
     revised = make_article(title="央行宣布降准", paragraphs=["央行宣布降准0.25个百分点。"])
-    run = pipeline_run(db_url, [revised])
-    assert run.stats["finews/updated"] == 1
+    pipeline_run(db_url, [make_article(), make_article(other, title="美联储加息")])
     assert found(engine, *queries) == {
-        "美团": [],
-        "小微生意": [],
-        "降准": [code],
-        "央行宣布降准": [code],
-    }
-    fts_in_step(engine)
+        "美团": [other, code], "小微生意": [other, code], "降准": [], "央行宣布降准": [],
+        "加息": [other], "美联储加息": [other],
+    }  # fmt: skip
 
+    # Revised and deleted while their text waits to be indexed (SQLite).
+    assert pipeline_run(db_url, [revised]).stats["finews/updated"] == 1
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM articles WHERE info_code = :c"), {"c": other})
+    assert found_before_and_after_indexing(engine, *queries) == {
+        "美团": [], "小微生意": [], "降准": [code], "央行宣布降准": [code],
+        "加息": [], "美联储加息": [],
+    }  # fmt: skip
+
+    # Revised once indexed: the old text leaves the index, the new one waits.
+    again = make_article(title="美联储加息", paragraphs=["美联储宣布加息。"])
+    assert pipeline_run(db_url, [again]).stats["finews/updated"] == 1
+    assert found_before_and_after_indexing(engine, *queries) == {
+        "美团": [], "小微生意": [], "降准": [], "央行宣布降准": [],
+        "加息": [code], "美联储加息": [code],
+    }  # fmt: skip
+
+    # Deleted once indexed.
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM articles WHERE info_code = :c"), {"c": code})
-    assert found(engine, *queries) == {query: [] for query in queries}
-    fts_in_step(engine)
+    assert found_before_and_after_indexing(engine, *queries) == {q: [] for q in queries}
 
 
 def test_a_merge_of_two_copies_is_searched_at_once(db_url, engine, pipeline_run):
@@ -219,17 +265,38 @@ def test_a_merge_of_two_copies_is_searched_at_once(db_url, engine, pipeline_run)
     store_files(None, db_url, [emnews_copy])
     [hit] = search(engine, "HFO-1234yf")
     assert (hit.outlet, hit.stocks) == ("东财滚动", HFO_STOCKS)
-    fts_in_step(engine)
+    assert found_before_and_after_indexing(engine, "HFO-1234yf") == {"HFO-1234yf": [HFO]}
 
-    # Copies with different text: the emnews copy's text replaces the outlet copy's.
+    # Copies with different text: the emnews copy's text replaces the outlet copy's, here
+    # once the outlet copy's text is in the index.
     code = "NW202301010000000001"
     pipeline_run(db_url, [make_article(code, paragraphs=["旧的说法在此。"])])
-    assert found(engine, "旧的说法", "新的说法") == {"旧的说法": [code], "新的说法": []}
+    assert found_before_and_after_indexing(engine, "旧的说法", "新的说法") == {
+        "旧的说法": [code], "新的说法": []}  # fmt: skip
     pipeline_run(db_url, [make_article(code, category="emnews", outlet="东财滚动",
                                        paragraphs=["新的说法在此。"])])  # fmt: skip
-    assert found(engine, "旧的说法", "新的说法", "说法") == {
+    assert found_before_and_after_indexing(engine, "旧的说法", "新的说法", "说法") == {
         "旧的说法": [], "新的说法": [code], "说法": [code]}  # fmt: skip
-    fts_in_step(engine)
+
+
+def test_text_goes_into_the_sqlite_index_500_articles_at_a_time(db_url, engine, pipeline_run):
+    articles = [
+        make_article(f"NW2023010100000{n:05d}", paragraphs=[f"第{n}号公告：回购股份。"])
+        for n in range(520)
+    ]
+    pipeline_run(db_url, articles, FINEWS_STORE_BATCH_SIZE=100)
+
+    hits = search(engine, "回购", limit=1000)
+    assert len(hits) == 520
+    assert [hit.info_code for hit in search(engine, "第519号")] == ["NW202301010000000519"]
+    if engine.dialect.name == "sqlite":
+        assert waiting(engine) == 20, "the first 500 went into the index"
+        with engine.connect() as conn:
+            indexed = conn.execute(text(
+                "SELECT count(*) FROM articles_fts WHERE articles_fts MATCH '\"回购股\"'"
+            )).scalar_one()  # fmt: skip
+        assert indexed == 500
+        fts_in_step(engine)
 
 
 def test_like_wildcards_in_the_query_are_literal(db_url, engine, pipeline_run):
@@ -250,6 +317,7 @@ def test_rebuild_repairs_a_damaged_sqlite_index(sqlite_url, pipeline_run):
     pipeline_run(sqlite_url, [make_article()])
     engine = make_engine(sqlite_url)
     try:
+        index_what_waits(engine)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO articles_fts (articles_fts) VALUES ('delete-all')"))
         # 1 character: a scan of articles, which the index does not serve
@@ -266,12 +334,42 @@ def test_rebuild_repairs_a_damaged_sqlite_index(sqlite_url, pipeline_run):
         engine.dispose()
 
 
-def test_a_database_without_the_index_is_told_to_migrate(empty_db_url):
+def test_the_rebuild_command(sqlite_url, pipeline_run, capsys):
+    pipeline_run(sqlite_url, [make_article()])
+
+    assert main(["rebuild", "--url", sqlite_url]) == 0
+    assert capsys.readouterr().out == f"{sqlite_url}: search index rebuilt, 1 articles.\n"
+
+
+def test_vacuum_keeps_the_sqlite_index_in_step(sqlite_url, pipeline_run):
+    # articles has no INTEGER PRIMARY KEY, and SQLite's documentation allows VACUUM to
+    # renumber such rowids; the index refers to rows by rowid.
+    pipeline_run(sqlite_url, [make_article(f"NW20230101000000000{n}", paragraphs=[f"第{n}篇说法"])
+                              for n in range(1, 4)])  # fmt: skip
+    engine = make_engine(sqlite_url)
+    try:
+        index_what_waits(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM articles WHERE info_code = 'NW202301010000000001'"))
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM"))
+        fts_in_step(engine)
+        assert found(engine, "第3篇说法", "第1篇", "篇说") == {
+            "第3篇说法": ["NW202301010000000003"], "第1篇": [],
+            "篇说": ["NW202301010000000003", "NW202301010000000002"],
+        }  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_a_database_without_the_index_is_told_to_migrate(empty_db_url, capsys):
     upgrade(empty_db_url, "0005")
     engine = make_engine(empty_db_url)
     try:
         with pytest.raises(SearchIndexMissing, match=r"run `make migrate`"):
             rebuild(engine)
+        assert main(["rebuild", "--url", empty_db_url]) == 1
+        assert "has no full-text search index" in capsys.readouterr().err
         if engine.dialect.name == "sqlite":
             with pytest.raises(SearchIndexMissing, match=r"articles_fts"):
                 search(engine, "新市民")
@@ -283,7 +381,8 @@ def test_a_database_without_the_index_is_told_to_migrate(empty_db_url):
 
 def test_the_fts_tables_are_named_for_autogenerate_to_skip():
     assert all(map(is_index_table, ["articles_fts", "articles_fts_data", "articles_fts_idx",
-                                     "articles_fts_config"]))  # fmt: skip
+                                     "articles_fts_config", "articles_fts_terms",
+                                     "articles_fts_pending"]))  # fmt: skip
     assert not any(map(is_index_table, ["articles", "article_categories", "articles_ftsx"]))
 
 

@@ -212,8 +212,9 @@ CREATED = {
         ("view", "articles_fts_source"), ("table", "articles_fts"),
         ("table", "articles_fts_data"), ("table", "articles_fts_idx"),
         ("table", "articles_fts_config"), ("table", "articles_fts_terms"),
-        ("trigger", "articles_fts_insert"), ("trigger", "articles_fts_delete"),
-        ("trigger", "articles_fts_update"),
+        ("table", "articles_fts_pending"), ("trigger", "articles_fts_insert"),
+        ("trigger", "articles_fts_delete"), ("trigger", "articles_fts_update"),
+        ("trigger", "articles_fts_flush"),
     },
     "postgresql": {
         ("v", "article_stocks"), ("v", "daily_outlet_counts"), ("v", "run_health"),
