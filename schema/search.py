@@ -76,6 +76,7 @@ INDEXED_LENGTH = 3  # a trigram index serves queries of at least this many chara
 # 1.6 s; a scan takes ~0.5 s. Beyond this many, scan.
 MAX_TERMS = 500
 SNIPPET_CONTEXT = 30  # characters either side of the hit
+PROBE_PER_HIT = 250  # PostgreSQL scans: newest articles looked at first, per hit asked for
 _ESCAPE = "!"  # LIKE escape character: "\\" would need dialect-specific quoting
 _CHUNK = 500  # info_codes per IN (...) list
 
@@ -133,20 +134,9 @@ def search(
     if stock is not None:
         s = STOCKS.c
         where.append(exists().where(s.info_code == a.info_code, s.symbol == stock))
-    newest: Any = a.published_at
-    if engine.dialect.name == "postgresql":
-        # Not the index's order: else, for a rare word, the planner walks published_at
-        # backwards and reads every row in that order (0.8 s at 100k, a seq scan 0.4 s).
-        newest = literal_column(f"{ARTICLES.name}.published_at + interval '0 seconds'")
     with engine.connect() as conn:
         try:
-            statement = (
-                select(a.info_code, a.published_at, a.outlet, a.title, a.body_text)
-                .where(_contains(conn, needle), *where)
-                .order_by(newest.desc(), a.info_code.desc())
-                .limit(limit)
-            )
-            rows = conn.execute(statement).all()
+            rows = _newest_hits(conn, _contains(conn, needle), where, limit, len(needle))
         except DBAPIError as exc:
             conn.rollback()
             _require_index(conn, exc)
@@ -163,6 +153,41 @@ def search(
         )
         for row in rows
     ]
+
+
+def _newest_hits(
+    conn: Connection,
+    contains: ColumnElement[bool],
+    where: list[ColumnElement[bool]],
+    limit: int,
+    length: int,
+) -> Sequence[Any]:
+    a = ARTICLES.c
+    columns = (a.info_code, a.published_at, a.outlet, a.title, a.body_text)
+    if conn.dialect.name != "postgresql":
+        query = select(*columns).where(contains, *where)
+        return conn.execute(
+            query.order_by(a.published_at.desc(), a.info_code.desc()).limit(limit)
+        ).all()
+    # Not the index's order: else, for a rare word, the planner walks published_at backwards
+    # and reads every row in that order (0.8 s at 100k articles; a sequential scan: 0.4 s).
+    newest = literal_column(f"{ARTICLES.name}.published_at + interval '0 seconds'")
+    order = (newest.desc(), a.info_code.desc())
+    if length < INDEXED_LENGTH:
+        # A scan: first among the newest articles only, enough when the word is common
+        # (0.05 s instead of 0.5 s). Any hit beyond them is older than theirs.
+        recent = select(a.info_code).where(*where).limit(PROBE_PER_HIT * limit)
+        recent = recent.order_by(a.published_at.desc(), a.info_code.desc())
+        query = select(*columns).where(a.info_code.in_(recent), contains)
+        rows = conn.execute(query.order_by(*order).limit(limit)).all()
+        if len(rows) == limit:
+            return rows
+        # Then all of them, in parallel where the server allows: the planner's estimates
+        # of a LIKE make it scan alone (0.6-0.9 s at 100k articles; with 2 workers 0.55 s).
+        conn.execute(text("SET LOCAL parallel_setup_cost = 10"))
+        conn.execute(text("SET LOCAL parallel_tuple_cost = 0.001"))
+    query = select(*columns).where(contains, *where)
+    return conn.execute(query.order_by(*order).limit(limit)).all()
 
 
 def rebuild(engine: Engine) -> int:

@@ -284,11 +284,14 @@ def test_text_goes_into_the_sqlite_index_500_articles_at_a_time(db_url, engine, 
         make_article(f"NW2023010100000{n:05d}", paragraphs=[f"第{n}号公告：回购股份。"])
         for n in range(520)
     ]
+    articles[0].paragraphs.append("鳄鱼")  # the last by info_code: beyond the newest 250
     pipeline_run(db_url, articles, FINEWS_STORE_BATCH_SIZE=100)
 
     hits = search(engine, "回购", limit=1000)
     assert len(hits) == 520
-    assert [hit.info_code for hit in search(engine, "第519号")] == ["NW202301010000000519"]
+    assert codes(search(engine, "回购", limit=1)) == ["NW202301010000000519"]
+    assert codes(search(engine, "第519号")) == ["NW202301010000000519"]
+    assert codes(search(engine, "鳄鱼", limit=1)) == ["NW202301010000000000"]
     if engine.dialect.name == "sqlite":
         assert waiting(engine) == 20, "the first 500 went into the index"
         with engine.connect() as conn:

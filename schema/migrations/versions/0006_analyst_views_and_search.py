@@ -94,9 +94,10 @@ CREATE VIRTUAL TABLE articles_fts USING fts5(
 """
 FTS_TERMS = "CREATE VIRTUAL TABLE articles_fts_terms USING fts5vocab(articles_fts, 'row')"
 # A trigger that writes to FTS5 makes it write a segment per row (FTS5 3.40 flushes at
-# every statement savepoint, and a statement with triggers has one): storing fell to
-# ~1,600 articles/s. So new text waits in articles_fts_pending and goes into the index
-# FLUSH_AT articles at a time, in one statement; schema.search scans what waits.
+# every statement savepoint, and a statement with triggers has one): the pipelines stored
+# ~1,000-1,300 articles/s instead of ~3,000. So new text waits in articles_fts_pending
+# and goes into the index FLUSH_AT articles at a time, in one statement; schema.search
+# scans what waits.
 FLUSH_AT = 500
 FTS_PENDING = """
 CREATE TABLE articles_fts_pending (article_rowid INTEGER PRIMARY KEY)
