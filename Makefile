@@ -70,5 +70,8 @@ bench-crawl: $(STAMP) ## Benchmark the crawl: bare spider, full crawl, two Redis
 bench-backfill: $(STAMP) ## Benchmark a backfill of 100,000 synthetic post files (a few minutes)
 	$(PY) -m tests.bench backfill
 
+bench-search: $(STAMP) ## Benchmark search at 100,000 articles on SQLite and PostgreSQL
+	$(PY) -m tests.bench search
+
 .PHONY: help install lint test extract crawl demo backfill migrate bench bench-extract \
-	bench-crawl bench-backfill
+	bench-crawl bench-backfill bench-search

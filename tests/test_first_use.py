@@ -35,6 +35,7 @@ from fixtures.server import MirrorServer, MirrorSite, synthetic_files
 from pipelines.store import Store
 from schema.db import make_engine
 from schema.migrate import alembic_config, head_revisions, schema_lock
+from schema.search import is_index_table
 from tests.conftest import BACKENDS, pg_database
 from tests.crawling import ROOT, cron_command, environment
 from tests.test_storage_migrations import TABLES as SCHEMA_TABLES
@@ -167,7 +168,8 @@ def schema_state(url: str) -> tuple[set[str], list[str], int]:
         with engine.connect() as conn:
             versions = list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
             runs = conn.execute(text("SELECT count(*) FROM crawl_runs")).scalar_one()
-        return set(inspect(engine).get_table_names()), versions, runs
+        tables = {t for t in inspect(engine).get_table_names() if not is_index_table(t)}
+        return tables, versions, runs
     finally:
         engine.dispose()
 
