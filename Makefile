@@ -26,7 +26,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,browse]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools
@@ -55,6 +55,13 @@ backfill: $(STAMP) ## Backfill post files under DIR (a clone of the site's repos
 		$(if $(UNTIL),-a "until=$(UNTIL)") $(if $(CATEGORIES),-a "categories=$(CATEGORIES)") \
 		$(if $(REFRESH),-a "refresh=$(REFRESH)") $(ARGS)
 
+browse: $(STAMP) ## Browse the database at FINEWS_DATABASE_URL in Datasette (SQLite)
+	$(VENV)/bin/pip install --quiet -e '.[browse]'
+	$(VENV)/bin/finews browse
+
+browse-check: $(STAMP) ## Screenshot a search in finews browse with headless Chromium (installs it)
+	$(PY) -m analysis.browse_check
+
 migrate: $(STAMP) ## Upgrade the database at FINEWS_DATABASE_URL to the newest schema
 	$(VENV)/bin/python -m schema.migrate
 
@@ -70,8 +77,11 @@ bench-crawl: $(STAMP) ## Benchmark the crawl: bare spider, full crawl, two Redis
 bench-backfill: $(STAMP) ## Benchmark a backfill of 100,000 synthetic post files (a few minutes)
 	$(PY) -m tests.bench backfill
 
+bench-export: $(STAMP) ## Benchmark finews export of 100,000 synthetic articles: time and peak memory
+	$(PY) -m tests.bench export
+
 bench-search: $(STAMP) ## Benchmark search at 100,000 articles on SQLite and PostgreSQL
 	$(PY) -m tests.bench search
 
 .PHONY: help install lint test extract crawl demo backfill migrate bench bench-extract \
-	bench-crawl bench-backfill bench-search
+	bench-crawl bench-backfill bench-search bench-export browse browse-check

@@ -1,7 +1,7 @@
 """``make bench``: run benchmark sections and print their side-by-side figures.
 
 ``python -m tests.bench all`` runs every section; ``python -m tests.bench extract``
-(or storage, crawl, backfill, search) runs one. Each section lives in ``tests/bench_<name>.py``
+(or storage, crawl, backfill, search, export) runs one. Each section lives in ``tests/bench_<name>.py``
 and exposes ``main() -> None``. Figures are for comparison within one run: absolute
 times on a shared 2-core machine drift by ±30% (docs/performance.md).
 """
@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-SECTIONS = ("extract", "storage", "crawl", "backfill", "search")
+SECTIONS = ("extract", "storage", "crawl", "backfill", "search", "export")
 
 
 def run(names: list[str]) -> int:
