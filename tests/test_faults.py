@@ -10,8 +10,6 @@ that counts against FINEWS_MAX_ERRORS (``tests/test_cron.py``,
 and is fetched again by the next run, as is a page answered 404 (not an error). A hostile
 post body is stored sanitised with its text, a 1 MB paragraph whole.
 
-Two strict xfails name what the crawler does not do yet: retry a home or category page
-served as an error page, and keep javascript: URLs out of ``images`` and ``source_url``.
 docs/reliability.md maps each fault to what the crawler does and to its test.
 """
 
@@ -225,12 +223,6 @@ def test_a_page_that_errs_for_good_is_a_failed_download_fetched_again_next_run(
     assert stored(sqlite_url) == set(expected_from(site).articles)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FinewsSpider.parse_home/parse_category read any 200 as a listing: an empty or "
-    "error page gives no links, silently (no retry, no error); telling it from a real empty "
-    "category page needs a site-layout check in crawler/pages/site.py",
-)
 def test_listing_pages_served_as_error_pages_are_retried(tmp_path: Path, sqlite_url: str):
     site = MirrorSite(tmp_path / "site", synthetic_files(30, seed=21))
     site.build()
@@ -338,11 +330,6 @@ def test_a_1_mb_paragraph_is_stored_whole(hostile):
     assert f"<p>{BIG}</p>" in hostile["body_html"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crawler/pages/body.py keeps any scheme in images (_image) and source_url "
-    "(_link_line); only body_html is sanitised",
-)
 def test_no_javascript_url_is_stored_in_url_fields(hostile):
-    assert not [url for url in hostile["images"] if not url.startswith(("http:", "https:"))]
-    assert hostile["source_url"] is None or hostile["source_url"].startswith("http")
+    assert hostile["images"] == ["https://dfscdn.dfcfw.com/download/ok.jpg"]
+    assert hostile["source_url"] is None

@@ -178,8 +178,32 @@ def test_parse_listing_reads_each_site_link_once_despite_the_og_description_trap
     assert listing.categories == ["emnews"]
 
 
-def test_parse_listing_of_an_empty_body():
-    assert parse_listing(b"", MIRROR + "/", MIRROR).posts == []
+def test_parse_listing_of_a_listing_that_lists_nothing():
+    page = """<html><head><meta property="og:description" content="<h2 id=""></h2>
+<ul>
+</ul>
+"></head><body><div class="wrapper"><header><h1><a href="/">金融消息</a></h1></header>
+<section><h2 id=""></h2><ul></ul></section></div></body></html>"""
+    listing = parse_listing(page, MIRROR + "/category/x.html", MIRROR)
+    assert (listing.posts, listing.categories, listing.error) == ([], [], None)
+    assert parse_listing(HOME, MIRROR + "/", MIRROR).error is None
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"", "an empty page"),
+        (b" \r\n ", "an empty page"),
+        (
+            b'<html><body><h1>Service busy</h1><a href="/emnews/2022/05/26/1.html">x</a>'
+            b"</body></html>",
+            "not a page of the site: no <section> inside div.wrapper",
+        ),
+    ],
+)
+def test_parse_listing_tells_an_error_page_from_an_empty_listing(body, error):
+    listing = parse_listing(body, MIRROR + "/", MIRROR)
+    assert (listing.posts, listing.categories, listing.error) == ([], [], error)
 
 
 def test_backlink_categories_reads_every_style_once():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import nh3
 from lxml import etree
@@ -25,6 +25,9 @@ from crawler.processors import (
     stock_symbol,
 )
 
+# URL fields (images, source_url) keep web addresses only: a javascript: or data: URL is
+# markup a hostile page planted, not a link an analyst can follow.
+_WEB_SCHEMES = frozenset({"http", "https"})
 _KLINE_START = "EM_StockImg_Start"
 _KLINE_END = "EM_StockImg_End"
 _SOURCE_CLASS = "em_media"
@@ -202,7 +205,7 @@ class _BodyReader:
         href = (link.get("href") or "").strip()
         if not href or clean_text(text_of(link)) != href:
             return False
-        if self.body.source_url is None:
+        if self.body.source_url is None and _is_web_url(href):
             self.body.source_url = href
         return True
 
@@ -289,8 +292,11 @@ class _BodyReader:
     def _image(self, el) -> None:
         src = (el.get("src") or "").strip()
         if src:
-            url = urljoin(self.base_url, src)
-            if url not in self.body.images:
+            try:
+                url = urljoin(self.base_url, src)
+            except ValueError:  # e.g. an unclosed "[" in the host: not a usable address
+                return
+            if _is_web_url(url) and url not in self.body.images:
                 self.body.images.append(url)
 
     def _mention(self, el, primary: bool = False) -> bool:
@@ -339,3 +345,10 @@ _SANITISER = nh3.Cleaner(
 
 def _sanitise(html: str) -> str:
     return _SANITISER.clean(html).strip()
+
+
+def _is_web_url(url: str) -> bool:
+    try:
+        return urlsplit(url).scheme.lower() in _WEB_SCHEMES
+    except ValueError:  # e.g. an unclosed "[" in the host
+        return False

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from lxml import etree
+
 from crawler.items import Article
 from crawler.pages import ExtractionError, content_type_of, decode_html
 from crawler.pages.body import parse_html
-from crawler.pages.page import parse_page
+from crawler.pages.page import LANDMARK_XPATHS, parse_page
 from crawler.processors import info_code_from_name
 
 LIVE_SITE = "https://finews.withounder.com/"
@@ -35,6 +37,7 @@ LIVE_SITE = "https://finews.withounder.com/"
 SITE_HOSTS = frozenset({"finews.withounder.com", "finews.zning.me"})
 
 _LINKS = "//a/@href"
+_LAYOUT = LANDMARK_XPATHS[0]  # the <section> of div.wrapper
 _POST_PATH = re.compile(r"^/(?:(?P<slug>[^/]+)/)?\d{4}/\d{2}/\d{2}/(?P<name>[^/]+?)\.html?$")
 _CATEGORY_PATH = re.compile(r"^/category/(?P<slug>[^/]+?)\.html?$")
 _SLUG_DIR = re.compile(r"^/(?P<slug>[^/]+)/?$")
@@ -67,6 +70,9 @@ class Listing:
 
     posts: list[PostLink] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)  # slugs, decoded
+    # Why the page is not one of the site's listing pages (an empty body, an error page
+    # served as 200), None when it is: then no links means the listing is empty.
+    error: str | None = None
 
 
 def site_root(base_url: str) -> str:
@@ -179,12 +185,20 @@ def parse_listing(
 ) -> Listing:
     """The posts and categories a home or category page links to, on the site only."""
     text = decode_html(body, content_type_of(headers))
-    listing = Listing()
     if not text.strip():
-        return listing
+        return Listing(error="an empty page")
+    try:
+        tree = parse_html(text)
+    except (etree.ParserError, ValueError) as exc:
+        return Listing(error=f"not an HTML page: {exc}")
+    # Home and category pages share the post pages' layout: an answer without it is the
+    # server's error page, whatever its status, and its links are not the site's listing.
+    if not tree.xpath(_LAYOUT):
+        return Listing(error="not a page of the site: no <section> inside div.wrapper")
+    listing = Listing()
     seen: set[str] = set()
     # The og:description trap repeats the page's links in <head>: each counts once.
-    for href in parse_html(text).xpath(_LINKS):
+    for href in tree.xpath(_LINKS):
         absolute = on_site(href, url, root)
         if absolute is None or absolute in seen:
             continue

@@ -22,7 +22,7 @@ the crawl is scaled out, ``crawler.scaleout``).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 from scrapy import Request, Spider
@@ -36,6 +36,7 @@ from crawler.items import DOWNLOAD_FAILED, Article
 from crawler.middlewares import KnownPost, OffSite
 from crawler.pages.site import (
     LIVE_SITE,
+    Listing,
     PostLink,
     category_url,
     home_url,
@@ -95,8 +96,7 @@ class FinewsSpider(Spider):
     # -- callbacks ------------------------------------------------------------------------
 
     def parse_home(self, response: Response) -> Iterator[Request]:
-        self._count_page("home")
-        listing = parse_listing(response.text, response.url, self.root)
+        listing = yield from self._listing(response, "home")
         for slug in listing.categories:
             yield from self._category(slug)
         for post in listing.posts:
@@ -105,8 +105,7 @@ class FinewsSpider(Spider):
             yield from self._post(post)
 
     def parse_category(self, response: Response) -> Iterator[Request]:
-        self._count_page("category")
-        listing = parse_listing(response.text, response.url, self.root)
+        listing = yield from self._listing(response, "category")
         for post in listing.posts:
             yield from self._post(post)
 
@@ -132,6 +131,27 @@ class FinewsSpider(Spider):
         for slug in page.categories:
             output += self._category(slug)
         return output
+
+    def _listing(self, response: Response, page: str) -> Generator[Request, None, Listing]:
+        """The links of a home or category page; a retry request when it is not one.
+
+        As for post pages, a response that is not one of the site's listing pages (not
+        text, empty, an error page served as 200) is retried like a 5xx and, if it stays
+        so, a failed download. A page of the site that lists nothing is an empty listing.
+        """
+        self._count_page(page)
+        error = "not an HTML page"
+        if isinstance(response, TextResponse):
+            listing = parse_listing(response.text, response.url, self.root)
+            if listing.error is None:
+                return listing
+            error = listing.error
+        retry = get_retry_request(response.request, spider=self, reason=f"not_a_{page}_page")
+        if retry is not None:
+            yield retry
+        else:
+            self._download_failed(response.request, page, f"HTTP 200 but {error}")
+        return Listing()
 
     def failed(self, failure: Failure) -> None:
         """A page not fetched, after the retries: gone, refused by robots.txt, or an error.
