@@ -16,8 +16,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from crawler.items import Stock
-from pipelines.store import Store, is_outage
+from crawler.items import DOWNLOAD_FAILED, Stock
+from pipelines.store import LEGACY_DATABASE_ERROR, REFUSED, Store, is_outage
 from pipelines.validate import problems
 from schema.db import make_engine, redact
 from schema.migrate import SchemaOutdated
@@ -497,6 +497,27 @@ def test_rejects_from_outside_the_pipelines(db_url, engine, pipeline_run):
     assert len(reject.excerpt) == 300
     assert [r.rejected for r in runs(engine)] == [0, 1]
     assert run.store.run_id != store.run_id
+
+
+def test_only_rejects_for_what_a_page_says_keep_it_from_the_next_run(db_url):
+    store = Store(db_url)
+    store.open("finews")
+    site = "http://127.0.0.1:8000"
+    store.reject(f"{site}/emnews/2022/05/26/1.html", "no infoCode")
+    store.reject(f"{site}/emnews/2022/05/26/2.html", DOWNLOAD_FAILED, detail="HTTP 500")
+    store.reject(f"{site}/emnews/2022/05/26/3.html", REFUSED, detail="NOT NULL")
+    # Older versions wrote this for an outage as for a refusal: not held against the page.
+    store.reject(f"{site}/emnews/2022/05/26/4.html", LEGACY_DATABASE_ERROR)
+    store.finish()
+    reader = Store(db_url)
+    try:
+        paths = reader.rejected_paths()
+    finally:
+        reader.engine.dispose()
+    assert paths == {
+        "/emnews/2022/05/26/1.html",
+        "/emnews/2022/05/26/3.html",
+    }
 
 
 def reason_and_run(reject: Reject) -> tuple[str, int | None]:
