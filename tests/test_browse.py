@@ -32,6 +32,7 @@ import pytest
 from analysis.browse import run
 from analysis.datasette import plugin
 from analysis.datasette.metadata import DESCRIPTIONS, SEARCH_FUNCTION, SEARCH_SQL
+from analysis.worked import worked_queries
 from schema.search import VIEWS, is_index_table
 from tests.crawling import ROOT, environment
 
@@ -125,7 +126,7 @@ def browse(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     stop(running.process)
 
 
-def database_rows(path: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+def database_rows(path: Path, sql: str, params: Any = ()) -> list[dict[str, Any]]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(sql, params)]
@@ -144,7 +145,7 @@ def test_article_stocks_view(browse: Browse, demo_db: Path):
     assert rows == database_rows(
         demo_db,
         "SELECT * FROM article_stocks WHERE symbol = ? ORDER BY published_at DESC",
-        "601818.SH",
+        ("601818.SH",),
     )
     mention = next(row for row in rows if row["info_code"] == XINSHIMIN)
     assert (mention["secid"], mention["is_primary"], mention["mentions"]) == ("1.601818", 1, 1)
@@ -190,6 +191,20 @@ def test_search_box_of_articles_goes_through_the_search(browse: Browse):
     assert sorted(row["symbol"] for row in found) == ["03690.HK", "601818.SH"]
 
 
+def test_worked_queries(browse: Browse, demo_db: Path):
+    """The guide's worked queries, with the guide's values, give the guide's columns and
+    the rows their SQL gives on the database itself."""
+    queries = worked_queries()
+    assert len(queries) >= 6
+    for query in queries:
+        answer = browse.get(f"/{query.name}.json", **query.params)
+        assert answer["columns"] == list(query.columns), query.name
+        direct = database_rows(demo_db, query.sql["sqlite"], query.params)
+        assert answer["rows"] == [list(row.values()) for row in direct], query.name
+    newest = browse.get("/newest-from-an-outlet.json", _shape="array", outlet="东财滚动", n="3")
+    assert len(newest) == 3
+
+
 def test_what_is_shown(browse: Browse, demo_db: Path):
     database = browse.get(".json")
     hidden = {table["name"] for table in database["tables"] if table["hidden"]}
@@ -198,8 +213,8 @@ def test_what_is_shown(browse: Browse, demo_db: Path):
     assert len(index) == 6  # articles_fts, its 3 shadow tables, _terms, _pending
     assert hidden == index | {"alembic_version"}
     assert {view["name"] for view in database["views"]} == set(VIEWS), "no articles_fts_source"
-    queries = {query["name"] for query in database["queries"]}
-    assert "search" in queries
+    queries = [query["name"] for query in database["queries"]]
+    assert queries == ["search", *(query.name for query in worked_queries())]
     described = browse.text("/articles")
     assert DESCRIPTIONS["articles"][1]["body_text"] in described
 
