@@ -122,7 +122,14 @@ class BackoffMiddleware:
 
 
 class SkipKnownPosts:
-    """Drops post requests whose copy was read before or whose page was rejected before."""
+    """Drops post requests whose copy was read before or whose page was rejected before.
+
+    The skip is per copy, (infoCode, category), never per article: every copy of an article
+    is downloaded once. That holds for the outlet copy of an article stored from its emnews
+    copy too: its text cannot change the merge (the emnews text is preferred), but its stock
+    markup can (the mentions are the union over copies, and a copy may chart a security or
+    count more mentions than the other), and that is only known once it is read.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
