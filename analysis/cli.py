@@ -354,18 +354,20 @@ def add_browse(subparsers: Any, load: bool) -> None:
             browse = importlib.import_module("analysis.browse")
         except ImportError as exc:
             missing = isinstance(exc, ModuleNotFoundError) and exc.name == "analysis.browse"
-            problem = "analysis.browse is not there yet" if missing else str(exc)
+            problem = (
+                "analysis.browse is not part of this installation"
+                if missing
+                else f"{exc}; `make browse` installs what it needs"
+            )
     parser = subparsers.add_parser("browse", help=short, description=description)
     if browse is not None:
         browse.add_arguments(parser)
         parser.set_defaults(run=browse.run)
         return
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(any_arguments=True)  # whatever browse's own options would have been
 
     def unavailable(_args: argparse.Namespace) -> int:
-        raise CommandError(
-            f"finews browse is unavailable here ({problem}); `make browse` installs what it needs"
-        )
+        raise CommandError(f"unavailable ({problem})")
 
     parser.set_defaults(run=unavailable)
 
@@ -446,7 +448,9 @@ def build_parser(*, with_browse: bool = False) -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_browse=argv[:1] == ["browse"])
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     since, until = getattr(args, "since", None), getattr(args, "until", None)
     if since and until and since > until:
         parser.exit(USAGE, f"finews {args.command}: --since {since} is after --until {until}\n")
