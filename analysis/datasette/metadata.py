@@ -47,16 +47,12 @@ FROM hit JOIN articles AS a ON a.info_code = json_extract(hit.value, '$.info_cod
 ORDER BY hit.rank"""
 SEARCH_PARAMS = ["q", "since", "until", "stock", "outlet"]
 SEARCH_DESCRIPTION_HTML = (
-    f"<p>Articles whose title or body contains <b>q</b>, the {SEARCH_LIMIT} newest: one "
-    "literal string (茅台, 新市民, HFO-1234yf), any length; letters match in either case. "
-    "Optional: <b>since</b> / <b>until</b> (YYYY-MM-DD, Beijing days, inclusive), "
-    "<b>stock</b> (a symbol such as 600160.SH), <b>outlet</b> (证券日报网). "
-    "<b>stocks</b> lists the article's securities, charted ones first; <b>snippet</b> is "
-    "the text around the first hit.</p>"
-    "<p>This is the search of <code>finews search</code> (<code>schema.search</code>): "
-    "it finds 2-character words and articles not yet in the index, which a plain FTS "
-    "MATCH on <code>articles_fts</code> misses. The <b>articles</b> table and the "
-    "<b>article_stocks</b> view have the same search in their search box.</p>"
+    f"<p>Articles whose title or body contains <b>q</b>, newest first ({SEARCH_LIMIT} at "
+    "most): one literal string of any length (茅台, 新市民, HFO-1234yf). Optional: "
+    "<b>since</b> / <b>until</b> (YYYY-MM-DD, Beijing days), <b>stock</b> (600160.SH), "
+    "<b>outlet</b> (证券日报网). The search of <code>finews search</code>: it finds the "
+    "2-character words and the newest articles that an FTS MATCH misses. The articles "
+    "table and the article_stocks view search the same way.</p>"
 )
 
 # Table or view -> (description, {column: description}). Every column of every table and
