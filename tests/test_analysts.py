@@ -1,7 +1,8 @@
 """The analysts' guide (``docs/analysts.md``): every worked query, as ``analysis.worked`` reads
 it, returns the documented rows on SQLite and PostgreSQL over the stored real corpus; the
-guide documents every column; the pandas recipe does what it says; a guide that breaks the
-worked-query layout is refused.
+guide documents every column; the pandas recipe, and the DuckDB one on the Parquet files of
+``finews export``, give Beijing times and days; a guide that breaks the worked-query layout is
+refused.
 
 How a cell is compared with the guide's text: NULL is an empty cell; a timestamp is
 ``YYYY-MM-DD HH:MM:SS+08:00`` (SQLite returns that text as stored; a PostgreSQL datetime is
@@ -175,6 +176,43 @@ def test_the_pandas_recipe_gives_beijing_times_on_both_backends(corpus_engine):
     assert list(df["info_code"]) == ["NW202205262391921712"]
     assert df["published_at"][0].isoformat() == "2022-05-26T00:19:55+08:00"
     assert df["is_primary"].tolist() == [False]
+
+
+def test_the_duckdb_recipe_cuts_beijing_days_from_the_parquet_export(corpus_engine, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    from analysis.cli import main
+
+    url = corpus_engine.url.render_as_string(hide_password=False)
+    assert main(["export", "--url", url, "--format", "parquet", str(tmp_path)]) == 0
+    articles, mentions = tmp_path / "articles.parquet", tmp_path / "stock_mentions.parquet"
+    query = f"""
+        SELECT CAST(a.published_at AS DATE) AS day, s.symbol, count(*) AS articles
+        FROM '{articles}' a JOIN '{mentions}' s USING (info_code)
+        GROUP BY ALL
+        ORDER BY day DESC, articles DESC, s.symbol
+    """
+    con = duckdb.connect()
+    try:
+        con.sql("SET TimeZone = 'UTC'")  # a machine on UTC, before the guide's SET
+        utc_days = {symbol: str(day) for day, symbol, _ in con.sql(query).fetchall()}
+        con.sql("SET TimeZone = 'Asia/Shanghai'")
+        found = con.sql(query).fetchall()
+        frame = con.sql(
+            f"SELECT published_at FROM '{articles}' WHERE info_code = 'NW202205262391921712'"
+        ).df()
+    finally:
+        con.close()
+
+    days = {symbol: str(day) for day, symbol, _ in found}
+    assert len(found) == 59, "11 + 2 + 6 + 40 securities, one article each"
+    assert (days["NIO.N"], utc_days["NIO.N"]) == ("2022-05-26", "2022-05-25")
+    assert days["BK1037"] == utc_days["BK1037"] == "2022-05-31"
+    assert [str(day) for day, symbol, _ in found if symbol == "BK0473"] == [
+        "2022-05-31",
+        "2022-01-07",
+    ], "newest day first"
+    assert str(frame["published_at"].dtype) == "datetime64[us, Asia/Shanghai]"
+    assert frame["published_at"][0].isoformat() == "2022-05-26T00:19:55+08:00"
 
 
 # -- the layout the parser requires -----------------------------------------------------------
