@@ -225,22 +225,23 @@ def copy_rows(
     query = query.order_by(a.published_at)
     stream = {"stream_results": True, "yield_per": FETCH}
     written = mentioned = 0
-    for rows in conn.execute(query, execution_options=stream).partitions():
-        codes = [row.info_code for row in rows]
-        by_code: dict[str, list[tuple[Any, ...]]] = {}
-        found = conn.execute(
-            select(*(s[name] for name in MENTION_COLUMNS))
-            .where(s.info_code.in_(codes))
-            .order_by(s.info_code, s.is_primary.desc(), s.mentions.desc(), s.symbol)
-        )
-        for code, symbol, market, number, *rest in found:
-            row = (code, symbol, f"{market}.{number}", market, number, *rest)
-            by_code.setdefault(code, []).append(row)
-        batch = [row for code in codes for row in by_code.get(code, ())]
-        articles.add(rows)
-        mentions.add(batch)
-        written += len(rows)
-        mentioned += len(batch)
+    with conn.execute(query, execution_options=stream) as result:  # closes the cursor
+        for rows in result.partitions():
+            codes = [row.info_code for row in rows]
+            by_code: dict[str, list[tuple[Any, ...]]] = {}
+            found = conn.execute(
+                select(*(s[name] for name in MENTION_COLUMNS))
+                .where(s.info_code.in_(codes))
+                .order_by(s.info_code, s.is_primary.desc(), s.mentions.desc(), s.symbol)
+            )
+            for code, symbol, market, number, *rest in found:
+                row = (code, symbol, f"{market}.{number}", market, number, *rest)
+                by_code.setdefault(code, []).append(row)
+            batch = [row for code in codes for row in by_code.get(code, ())]
+            articles.add(rows)
+            mentions.add(batch)
+            written += len(rows)
+            mentioned += len(batch)
     return written, mentioned
 
 
