@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,20 +258,30 @@ def test_without_datasette(monkeypatch, demo_db: Path, capsys):
 
 
 def test_search_sql_searches_once(monkeypatch, demo_db: Path):
-    calls = []
+    calls, searches = [], []
+
+    def function(*args: Any) -> str:
+        calls.append(args)
+        return plugin.finews_search(str(demo_db), *args)
 
     def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[1])
+        searches.append(args[1])
         return search(*args, **kwargs)
 
     search = plugin.search
     monkeypatch.setattr(plugin, "search", counted)
+    monkeypatch.setattr(plugin, "_answers", OrderedDict())
     with sqlite3.connect(f"file:{demo_db}?mode=ro", uri=True) as conn:
-        conn.create_function(SEARCH_FUNCTION, -1, lambda *a: plugin.finews_search(str(demo_db), *a))
+        conn.create_function(SEARCH_FUNCTION, -1, function)
         params = {"q": "茅台", "since": "", "until": "", "stock": "", "outlet": ""}
         rows = conn.execute(SEARCH_SQL, params).fetchall()
-    assert [row[0] for row in rows] == MAOTAI
-    assert calls == ["茅台"], "one search per query, not one per article joined"
+        assert [row[0] for row in rows] == MAOTAI
+        assert len(calls) == 1, "one call per query, not one per article joined"
+        assert conn.execute(SEARCH_SQL, params).fetchall() == rows
+        assert searches == ["茅台"], "the same search again at once: the answer is reused"
+        monkeypatch.setattr(plugin, "REUSE_SECONDS", 0.0)
+        assert conn.execute(SEARCH_SQL, params).fetchall() == rows
+        assert searches == ["茅台", "茅台"]
 
 
 def test_every_column_is_described(sqlite_template: Path):
