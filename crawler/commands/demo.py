@@ -22,7 +22,7 @@ from sqlalchemy import Engine, distinct, func, select
 
 from crawler.commands.cron import RunWatch, crawl, database_problem
 from fixtures.server import MirrorServer, MirrorSite
-from schema.db import make_engine, redact
+from schema.db import database_url, make_engine, redact
 from schema.models import Article, ArticleCategory, CrawlRun, Reject, StockMention
 
 TOP_STOCKS = 5
@@ -82,6 +82,7 @@ class Command(ScrapyCommand):
             print(summary(engine, watch, time.monotonic() - started))
         finally:
             engine.dispose()
+        print(next_steps(url))
         if outcome.code:
             print(f"finews demo: {outcome.message} (exit {outcome.code})", file=sys.stderr)
         self.exitcode = outcome.code
@@ -158,3 +159,26 @@ def summary(engine: Engine, watch: RunWatch, seconds: float) -> str:
     else:
         lines.append("  No rejects.")
     return "\n".join(lines)
+
+
+def next_steps(url: str | None) -> str:
+    """Where to go from here: the analyst command on the database just filled.
+
+    ``--url`` is added where ``finews`` would otherwise read another database (a
+    DEMO_DATABASE_URL that is not FINEWS_DATABASE_URL).
+    """
+    script = Path(sys.executable).with_name("finews")
+    command = "finews"
+    if script.exists():
+        command = str(
+            script.relative_to(Path.cwd()) if script.is_relative_to(Path.cwd()) else script
+        )
+    option = "" if database_url(url) == database_url() else f" --url {redact(database_url(url))}"
+    return "\n".join(
+        [
+            "",
+            f"Next: {command} search 茅台{option}   articles holding a word, newest first",
+            f"      {command} report{option}   articles per day, top stocks, rejects, runs",
+            f"      {command} browse{option}   the database in Datasette, in a web browser",
+        ]
+    )
