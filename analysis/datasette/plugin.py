@@ -130,7 +130,9 @@ def filters_from_request(request: Any, database: str, table: str, datasette: Any
     return FilterArguments(
         [where],
         params={"finews_search_q": query},
-        human_descriptions=[f'title or body contains "{query}"'],
+        human_descriptions=[
+            f'title or body contains "{query}" (the newest {FILTER_LIMIT:,} such at most)'
+        ],
         extra_context=context,
     )
 
