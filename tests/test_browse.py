@@ -34,6 +34,7 @@ from analysis.browse import run
 from analysis.datasette import plugin
 from analysis.datasette.metadata import DESCRIPTIONS, SEARCH_FUNCTION, SEARCH_SQL
 from analysis.worked import worked_queries
+from schema.migrate import upgrade
 from schema.search import VIEWS, is_index_table
 from tests.crawling import ROOT, environment
 
@@ -248,6 +249,15 @@ def test_missing_database(tmp_path: Path):
     assert result.returncode == 1
     assert "there is no database at" in result.stderr and "make demo" in result.stderr
     assert not (tmp_path / "none.db").exists(), "never created"
+
+
+def test_outdated_database(tmp_path: Path):
+    path = tmp_path / "old.db"
+    upgrade(f"sqlite:///{path}", "0005")
+    result = finews_browse("--url", f"sqlite:///{path}")
+    assert result.returncode == 1
+    assert "not at the newest revision" in result.stderr and "make migrate" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_without_datasette(monkeypatch, demo_db: Path, capsys):
