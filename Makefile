@@ -57,7 +57,7 @@ backfill: $(STAMP) ## Backfill post files under DIR (a clone of the site's repos
 
 browse: $(STAMP) ## Browse the database at FINEWS_DATABASE_URL in Datasette (SQLite)
 	$(VENV)/bin/pip install --quiet -e '.[browse]'
-	$(VENV)/bin/finews browse
+	$(VENV)/bin/finews browse $(ARGS)
 
 browse-check: $(STAMP) ## Screenshot a search in finews browse with headless Chromium (installs it)
 	$(PY) -m analysis.browse_check
