@@ -296,6 +296,9 @@ def table_row(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    # Arrow's default allocator here (mimalloc) kept ~60 MB more resident at the peak of a
+    # 100,000-article export than the system's; read when pyarrow is first imported, below.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     from analysis import export
 
     out = Path(args.out)

@@ -1,0 +1,147 @@
+"""``finews export`` of 100,000 synthetic articles: time and peak memory, SQLite and PostgreSQL.
+
+Each backend gets a fresh database filled through ``pipelines.store.Store`` with the items
+of ``fixtures.synth`` (``tests.bench_search``'s ``fill``: the same articles as the search
+benchmark). Then ``finews export`` runs in a child process, as a user runs it, three times:
+Parquet of everything, Parquet of the first tenth (``--until``: memory must not grow with
+the number of rows, so both peaks should be about the same) and CSV of everything. The
+child's peak memory is its resident set, polled every POLL seconds (psutil) and as the
+kernel counted it (``ru_maxrss`` from ``wait4``); the larger is reported. Target: under
+TARGET_MB for the Parquet export of everything.
+
+``python -m tests.bench_export`` (``make bench-export``); FINEWS_BENCH_EXPORT_ARTICLES sets
+the number of articles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+
+from fixtures.synth import DEFAULT_START
+from schema.db import redact
+from tests.bench_search import (
+    CHUNK,
+    CHUNK_DAYS,
+    PG_ADMIN_URL,
+    fill,
+    postgres_database,
+    sqlite_database,
+)
+from tests.crawling import ROOT, environment
+
+ARTICLES = int(os.environ.get("FINEWS_BENCH_EXPORT_ARTICLES", "100000"))
+TARGET_MB = 300
+POLL = 0.02  # seconds between two looks at the child's memory
+MB = 1024 * 1024
+
+
+@dataclass
+class Run:
+    """One ``finews export`` child process."""
+
+    seconds: float
+    peak_bytes: int
+    articles: int
+    mentions: int
+    files: list[Path]
+
+
+def tenth_until() -> str:
+    """The last day of the first tenth of the articles (whole chunks of ``items``)."""
+    chunks = max(1, -(-ARTICLES // CHUNK) // 10)
+    return (DEFAULT_START + timedelta(days=CHUNK_DAYS * chunks - 1)).date().isoformat()
+
+
+def run_export(url: str, out: Path, *options: str) -> Run:
+    """``finews export`` in a child process; its time and its peak resident memory."""
+    command = [sys.executable, "-m", "analysis.cli", "export", "--url", url, *options, str(out)]
+    # Output to files, not pipes: a pipe nobody reads while the child runs could fill up.
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=stdout, stderr=stderr)
+        watched = psutil.Process(child.pid)
+        peak = 0
+        while True:
+            # wait4 reaps the child and gives its own rusage, never that of an earlier child.
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            with contextlib.suppress(psutil.NoSuchProcess):  # exited since wait4 looked
+                peak = max(peak, watched.memory_info().rss)
+            time.sleep(POLL)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        out_text, err_text = stdout.read().decode(), stderr.read().decode()
+    if child.returncode:
+        raise RuntimeError(f"finews export exited {child.returncode}: {err_text.strip()[-500:]}")
+    counts = re.search(r"(\d+) articles? and (\d+) stock mentions?", out_text)
+    assert counts, out_text
+    files = [Path(line.strip().rpartition(" (")[0]) for line in out_text.splitlines()[1:]]
+    peak = max(peak, usage.ru_maxrss * 1024)  # ru_maxrss: kilobytes on Linux
+    return Run(seconds, peak, int(counts[1]), int(counts[2]), files)
+
+
+def measure(url: str) -> None:
+    started = time.perf_counter()
+    rate = fill(url, ARTICLES)
+    print(f"   filled at {rate:.0f} articles/s ({time.perf_counter() - started:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, options in (
+            ("parquet, all", ["--format", "parquet"]),
+            ("parquet, a tenth", ["--format", "parquet", "--until", tenth_until()]),
+            ("csv, all", ["--format", "csv"]),
+        ):
+            out = Path(tmp) / label.replace(", ", "-").replace(" ", "-")
+            run = run_export(url, out, *options)
+            size = sum(path.stat().st_size for path in run.files)
+            groups = ""
+            if options[1] == "parquet":
+                metadata = pq.ParquetFile(run.files[0]).metadata
+                groups = f"{metadata.num_row_groups} row groups"
+            verdict = ""
+            if label == "parquet, all":
+                verdict = "ok" if run.peak_bytes < TARGET_MB * MB else f"> {TARGET_MB} MB"
+            print(
+                f"   {label:<18}{run.articles:>9}{run.mentions:>10}{run.seconds:>8.1f}"
+                f"{run.articles / run.seconds:>10.0f}{run.peak_bytes / MB:>9.0f}"
+                f"{size / MB:>9.1f}  {verdict:<4}{groups}",
+                flush=True,
+            )
+
+
+def main() -> None:
+    print(
+        f"export: {ARTICLES} synthetic articles, finews export in a child process "
+        f"(peak memory target < {TARGET_MB} MB for Parquet)"
+    )
+    print(
+        f"   {'export':<18}{'articles':>9}{'mentions':>10}{'seconds':>8}{'art/s':>10}"
+        f"{'peak MB':>9}{'file MB':>9}"
+    )
+    for name, database in (("sqlite", sqlite_database), ("postgresql", postgres_database)):
+        print(f"   -- {name}", flush=True)
+        try:
+            with database() as url:
+                measure(url)
+        except Exception as exc:  # one backend down must not hide the other's figures
+            print(f"   failed: {type(exc).__name__}: {exc}".splitlines()[0])
+            if name == "postgresql":
+                print(f"   (PostgreSQL at {redact(PG_ADMIN_URL)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
