@@ -405,7 +405,9 @@ def build_parser(*, with_browse: bool = False) -> Parser:
     search_parser.add_argument("query", metavar="QUERY", help="a word or phrase: 茅台, 新市民")
     search_parser.add_argument("--stock", metavar="SYMBOL", help="only articles on 600160.SH")
     search_parser.add_argument("--outlet", help="only articles of this outlet (证券日报网)")
-    search_parser.add_argument("--limit", type=positive, default=20, help="at most (20)")
+    search_parser.add_argument(
+        "--limit", type=positive, default=20, help="at most this many articles (20)"
+    )
     search_parser.add_argument("--format", choices=tuple(WRITERS), default="table")
     search_parser.set_defaults(run=run_search)
 

@@ -302,6 +302,16 @@ def test_bad_arguments_are_one_line(capsys, argv, says):
     assert says in one_line(err)
 
 
+def test_export_into_a_file(sqlite_url, tmp_path, capsys):
+    (tmp_path / "out").write_text("not a directory")
+    code, _, err = finews(capsys, "export", "--format", "csv", "--url", sqlite_url,
+                          str(tmp_path / "out"))  # fmt: skip
+    assert code == 1
+    assert one_line(err) == (
+        f"finews export: {tmp_path / 'out'} is a file, not a directory to write the export into\n"
+    )
+
+
 def test_an_empty_query(sqlite_url, capsys):
     code, _, err = finews(capsys, "search", "  ", "--url", sqlite_url)
     assert code == 1
