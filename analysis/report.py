@@ -53,6 +53,7 @@ REJECTS = (
     .bindparams(bindparam("start", type_=Timestamp()), bindparam("end", type_=Timestamp()))
     .columns(rejects=Integer())
 )
+NEWEST = text("SELECT max(published_at) AS newest FROM articles").columns(newest=Timestamp())
 RUNS = text(
     "SELECT id, job, spider, mode, status, close_reason, exit_status, started_at, finished_at, "
     f"duration_s, {', '.join(COUNTS)} FROM run_health "
@@ -76,6 +77,7 @@ class Report:
     stocks: list[dict[str, Any]]  # symbol, name, mentions, articles
     rejects: list[dict[str, Any]]  # reason, rejects, example
     runs: list[dict[str, Any]]  # run_health columns, newest first
+    newest: date | None = None  # the Beijing day of the newest article, whatever the days
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types: days as YYYY-MM-DD, times ISO 8601 at +08:00."""
@@ -84,6 +86,7 @@ class Report:
             "since": self.first.isoformat(),
             "until": self.last.isoformat(),
             "articles": sum(d.articles for d in self.days),
+            "newest_article_day": self.newest.isoformat() if self.newest else None,
             "days": [{**asdict(d), "day": d.day.isoformat()} for d in self.days],
             "top_stocks": self.stocks,
             "rejects": sum(r["rejects"] for r in self.rejects),
@@ -108,6 +111,9 @@ class Report:
             "",
             f"Articles per day and outlet: {sum(d.articles for d in self.days)} in all",
         ]
+        if self.newest and not any(d.articles for d in self.days):
+            # An older database (a backfill, the demo): say where its articles are.
+            lines.append(f"  (the newest article is of {self.newest}: --until {self.newest})")
         for d in self.days:
             outlets = ", ".join(f"{name} {n}" for name, n in d.outlets.items())
             lines.append(f"  {d.day}  {d.articles:>6}  {outlets}".rstrip())
@@ -183,6 +189,9 @@ def build(
                 dict(row._mapping) for row in conn.execute(REJECTS, {"start": start, "end": end})
             ],
             runs=[dict(row._mapping) for row in conn.execute(RUNS, {"runs": runs})],
+            newest=newest.astimezone(BEIJING).date()
+            if (newest := conn.execute(NEWEST).scalar()) is not None
+            else None,
         )
 
 

@@ -176,6 +176,7 @@ def test_report_of_a_week_as_json(corpus_url, capsys):
     report = json.loads(out)
     assert (code, err) == (0, "")
     assert (report["since"], report["until"], report["articles"]) == ("2022-05-25", "2022-05-31", 2)
+    assert report["newest_article_day"] == "2022-05-31"  # 2022-05-31-202205312398034850.md
     assert [(d["day"], d["articles"], d["outlets"]) for d in report["days"]] == [
         ("2022-05-31", 1, {"东财滚动": 1}),
         ("2022-05-30", 0, {}),
@@ -218,6 +219,8 @@ def test_report_as_text(corpus_url, capsys):
     assert re.search(r"^  2021-12-08 +60  东财滚动 60$", whole, re.M)
     assert re.search(r"^  2022-04-27 +1  证券日报网 1$", whole, re.M)
     assert "Rejects recorded in those days: 3" in today
+    assert "(the newest article is of 2022-05-31: --until 2022-05-31)" in today
+    assert "the newest article is" not in out, "said only when the days hold no article"
     assert re.search(r"^ +2  missing info_code  e\.g\. file:///.*/2021-12-01-init", today, re.M)
     assert re.search(r"^ +1  missing published_at  e\.g\. .*-202205262391921712\.md$", today, re.M)
 
