@@ -1,8 +1,8 @@
 """``make bench``: run benchmark sections and print their side-by-side figures.
 
 ``python -m tests.bench all`` runs every section; ``python -m tests.bench extract``
-(or storage, crawl, backfill, search, export) runs one. Each section lives in ``tests/bench_<name>.py``
-and exposes ``main() -> None``. Figures are for comparison within one run: absolute
+(or storage, crawl, backfill, search, export) runs one. Each section lives in
+``tests/bench_<name>.py`` and exposes ``main() -> None``. Figures are for comparison within one run: absolute
 times on a shared 2-core machine drift by ±30% (docs/performance.md).
 """
 
