@@ -2,8 +2,9 @@
 
 ``python -m tests.bench all`` runs every section; ``python -m tests.bench extract``
 (or storage, crawl, backfill, search, export) runs one. Each section lives in
-``tests/bench_<name>.py`` and exposes ``main() -> None``. Figures are for comparison within one run: absolute
-times on a shared 2-core machine drift by ±30% (docs/performance.md).
+``tests/bench_<name>.py`` and exposes ``main() -> None``. Figures are for comparison
+within one run: absolute times on a shared 2-core machine drift by ±30%
+(docs/performance.md).
 """
 
 from __future__ import annotations
