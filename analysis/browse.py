@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL
 
 from analysis.datasette import read_only_engine
 from analysis.datasette.metadata import SEARCH_QUERY, build_metadata
-from schema.db import database_url, redact
+from schema.db import database_url, redact, sqlite_file
 from schema.migrate import SchemaOutdated, require_current
 
 PROG = "finews browse"
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if url.get_backend_name() != "sqlite":
         print(not_sqlite(url), file=sys.stderr)
         return FAILED
-    path = sqlite_path(url)
+    path = sqlite_file(url)
     if path is None:
         message = f"{PROG}: {redact(url)} is not a database file: give a sqlite:/// URL of one."
         print(message, file=sys.stderr)
@@ -167,16 +167,6 @@ def not_sqlite(url: URL) -> str:
         "Datasette browses a SQLite database: --url sqlite:///data/finews.db (`make demo` "
         "builds one)."
     )
-
-
-def sqlite_path(url: URL) -> Path | None:
-    """The file a sqlite URL names; None for an in-memory database."""
-    database = url.database or ""
-    if database.startswith("file:"):  # a URI filename (?uri=true)
-        database = database[len("file:") :].partition("?")[0]
-    if database in ("", ":memory:"):
-        return None
-    return Path(database).expanduser()
 
 
 def names(engine) -> tuple[list[str], list[str]]:

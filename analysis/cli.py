@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from schema.db import database_url, dump_json, make_engine, redact
+from schema.db import database_url, dump_json, make_engine, redact, sqlite_file
 from schema.migrate import SchemaOutdated, require_current
 from schema.search import Hit, SearchIndexMissing, search
 
@@ -88,16 +87,6 @@ def positive(value: str) -> int:
 
 
 # -- the database -----------------------------------------------------------------------------
-
-
-def sqlite_file(url: URL) -> Path | None:
-    """The file of a SQLite URL; None for an in-memory database."""
-    database = url.database or ""
-    if database.startswith("file:"):  # a URI filename (?uri=true)
-        database = database[len("file:") :].partition("?")[0]
-    if database in ("", ":memory:"):
-        return None
-    return Path(database).expanduser()
 
 
 def open_database(url: str | None) -> Engine:

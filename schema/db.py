@@ -33,6 +33,16 @@ def redact(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database."""
+    database = make_url(url).database or ""
+    if database.startswith("file:"):  # a URI filename (?uri=true)
+        database = database[len("file:") :].partition("?")[0]
+    if database in ("", ":memory:"):
+        return None
+    return Path(database).expanduser()
+
+
 def dump_json(value: Any) -> str:
     """JSON with Chinese as characters, not \\u escapes, so raw SQL stays readable."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

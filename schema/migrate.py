@@ -33,7 +33,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from schema.db import database_url, make_engine, redact
+from schema.db import database_url, make_engine, redact, sqlite_file
 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 HOW_TO_MIGRATE = "run `make migrate` (python -m schema.migrate) with the same FINEWS_DATABASE_URL"
@@ -92,13 +92,8 @@ def require_current(engine: Engine) -> None:
 
 def lock_file(url: str | URL) -> Path | None:
     """The file locked beside a SQLite database while its schema changes; None in memory."""
-    database = database_url(url).database or ""
-    if database.startswith("file:"):  # a URI filename (?uri=true)
-        database = database[len("file:") :].partition("?")[0]
-    if database in ("", ":memory:"):
-        return None
-    path = Path(database).expanduser()
-    return path.with_name(path.name + ".migrate.lock")
+    path = sqlite_file(database_url(url))
+    return None if path is None else path.with_name(path.name + ".migrate.lock")
 
 
 def _wait(try_lock: Callable[[], bool], what: str) -> None:
