@@ -32,15 +32,7 @@ import psutil
 import pyarrow.parquet as pq
 
 from fixtures.synth import DEFAULT_START
-from schema.db import redact
-from tests.bench_search import (
-    CHUNK,
-    CHUNK_DAYS,
-    PG_ADMIN_URL,
-    fill,
-    postgres_database,
-    sqlite_database,
-)
+from tests.bench_search import CHUNK, CHUNK_DAYS, fill, on_each_backend
 from tests.crawling import ROOT, environment
 
 ARTICLES = int(os.environ.get("FINEWS_BENCH_EXPORT_ARTICLES", "100000"))
@@ -146,15 +138,7 @@ def main() -> None:
         f"   {'export':<18}{'articles':>9}{'mentions':>10}{'seconds':>8}{'art/s':>10}"
         f"{'peak MB':>9}{'file MB':>9}"
     )
-    for name, database in (("sqlite", sqlite_database), ("postgresql", postgres_database)):
-        print(f"   -- {name}", flush=True)
-        try:
-            with database() as url:
-                measure(url)
-        except Exception as exc:  # one backend down must not hide the other's figures
-            print(f"   failed: {type(exc).__name__}: {exc}".splitlines()[0])
-            if name == "postgresql":
-                print(f"   (PostgreSQL at {redact(PG_ADMIN_URL)})")
+    on_each_backend(measure)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,11 @@ def main() -> None:
         f"seconds (target < {TARGET_SECONDS:.0f} s each); one day = {ONE_DAY}"
     )
     print(f"   {'query':<18}{'median':>9}{'max':>9}{'hits':>6}")
+    on_each_backend(measure)
+
+
+def on_each_backend(measure: Callable[[str], None]) -> None:
+    """``measure(url)`` on a fresh SQLite database, then on a fresh PostgreSQL one."""
     for name, database in (("sqlite", sqlite_database), ("postgresql", postgres_database)):
         print(f"   -- {name}", flush=True)
         try:
