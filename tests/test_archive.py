@@ -343,6 +343,34 @@ def test_a_small_job_is_read_in_the_crawl_process(tmp_path: Path, monkeypatch):
         read_all(ParserPool(Filters(), workers=2), tasks[:256])  # 256 files are worth it
 
 
+def test_a_pool_removes_the_spools_of_crawl_processes_that_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    child = subprocess.Popen(["true"])
+    child.wait()
+    dead_pid = child.pid  # a pid no process has any more
+    assert not psutil.pid_exists(dead_pid)
+    left = {
+        "dead": temp / f"finews-parsed-{dead_pid}-x1y2z3",  # killed with a result in it
+        "alive": temp / f"finews-parsed-{os.getpid()}-a1b2c3",  # another pool of a live process
+        "other": temp / "finews-parsed-q9w8e7r6",  # not named by a pid: not ours to judge
+    }
+    for spool in left.values():
+        spool.mkdir()
+        (spool / "tmp0.pickle").write_bytes(b"x")
+    tasks = [task(path) for path in write(generate(40, seed=2), tmp_path / "posts")]
+
+    assert (
+        len(read_all(ParserPool(Filters(), workers=2, chunk_size=8, inline_below=16), tasks)) == 40
+    )
+    assert sorted(p.name for p in temp.glob("finews-parsed-*")) == sorted(
+        left[k].name for k in ("alive", "other")
+    ), "the dead process's spool went, and the pool's own at its close"
+
+
 def worker_processes(pool: ParserPool) -> list[psutil.Process]:
     """The pool's workers (the executor keeps them by pid; it has no public list)."""
     assert pool.executor is not None

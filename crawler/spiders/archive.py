@@ -35,7 +35,8 @@ name. The executor notices a dead worker only between messages on its result pip
 killed part-way through sending a large result (hundreds of KB, several pipe buffers) would
 leave the executor's management thread waiting for the rest of the message forever, and the
 backfill hung, even at exit. A name is one atomic write to the pipe; a half-written file is
-never named. The spool is removed when the pool closes.
+never named. The spool is removed when the pool closes; one left by a crawl process that died
+(kill -9) is removed by the next pool, its name carrying the dead process's pid.
 
 A dead worker (killed, out of memory) breaks the executor and loses the files it held: the
 backfill stops with one ERROR line and the close reason ``parser_pool_broken`` once the items
@@ -96,6 +97,7 @@ AHEAD = 4  # chunks in flight per worker
 INLINE_BELOW = 256  # fewer files than this are read in the crawl process
 NICENESS = 10  # workers yield a shared core to the crawl process, which everything waits on
 BROKEN = "parser_pool_broken"  # the close reason when a worker died
+SPOOL_PREFIX = "finews-parsed-"  # + the crawl process's pid + "-": where workers leave results
 
 Reader = Callable[[Sequence[ReadTask], Filters], list[ReadResult]]
 
@@ -286,7 +288,8 @@ class ParserPool:
                     yield pair
             return
         try:
-            self.spool = spool = tempfile.mkdtemp(prefix="finews-parsed-")
+            _remove_dead_spools()
+            self.spool = spool = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{os.getpid()}-")
             self.executor = executor = self._new_executor()
             # At most workers * ahead chunks in flight; answers are taken in task order.
             pending: deque[tuple[list[ReadTask], Future[str]]] = deque()
@@ -322,6 +325,24 @@ class ParserPool:
         if self.spool is not None:
             shutil.rmtree(self.spool, ignore_errors=True)
             self.spool = None
+
+
+def _remove_dead_spools() -> None:
+    """Remove the spools of crawl processes that are gone: killed before they could."""
+    for spool in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*-*"):
+        pid = spool.name.removeprefix(SPOOL_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(spool, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _hand_back(reader: Reader, tasks: Sequence[ReadTask], filters: Filters, spool: str) -> str:
