@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
+from crawler.scaleout import pid_exists
 from schema.models import CrawlRun
 
 RUNS: Table = CrawlRun.__table__  # type: ignore[assignment]
@@ -124,7 +125,7 @@ def close_dead_runs(engine: Engine, *, now: datetime, host: str | None = None) -
     host = host or socket.gethostname()
     query = select(RUNS.c.id, RUNS.c.pid).where(RUNS.c.status == "running", RUNS.c.host == host)
     with engine.begin() as conn:
-        dead = [run for run, pid in conn.execute(query) if pid is not None and not _alive(pid)]
+        dead = [run for run, pid in conn.execute(query) if pid is not None and not pid_exists(pid)]
         if dead:
             conn.execute(
                 update(RUNS)
@@ -132,13 +133,3 @@ def close_dead_runs(engine: Engine, *, now: datetime, host: str | None = None) -
                 .values(status="interrupted", close_reason="process_gone", finished_at=now)
             )
     return dead
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

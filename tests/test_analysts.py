@@ -39,8 +39,6 @@ The documented rows were checked against the post files in ``fixtures/corpus/pos
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -51,23 +49,10 @@ from sqlalchemy import Engine, inspect, text
 from analysis.worked import GUIDE, GuideError, WorkedQuery, worked_queries
 from schema.search import is_index_table
 from schema.types import BEIJING
-from tests.conftest import BACKENDS, pg_database
-from tests.test_search import stored_corpus
+from tests import test_views
 
 QUERIES = worked_queries()
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def corpus_engine(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Engine]:
-    """The real corpus, stored once per backend for the module's read-only tests."""
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("corpus") / "finews.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        yield from stored_corpus(f"sqlite:///{path}")
-    else:
-        admin, template = (request.getfixturevalue(f) for f in ("pg_admin", "pg_template"))
-        with pg_database(admin, template=template) as url:
-            yield from stored_corpus(url)
+corpus_engine = test_views.corpus_engine  # the real corpus, stored once per backend
 
 
 def cell(value: Any) -> str:

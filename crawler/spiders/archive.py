@@ -87,6 +87,7 @@ from crawler.postfiles import (
     walk,
 )
 from crawler.processors import info_code_from_name, parse_flag
+from crawler.scaleout import pid_exists
 
 logger = logging.getLogger(__name__)
 
@@ -331,18 +332,8 @@ def _remove_dead_spools() -> None:
     """Remove the spools of crawl processes that are gone: killed before they could."""
     for spool in Path(tempfile.gettempdir()).glob(f"{SPOOL_PREFIX}*-*"):
         pid = spool.name.removeprefix(SPOOL_PREFIX).partition("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_exists(int(pid)):
             shutil.rmtree(spool, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _hand_back(reader: Reader, tasks: Sequence[ReadTask], filters: Filters, spool: str) -> str:
