@@ -35,8 +35,12 @@ lint: $(STAMP) ## Run ruff: the checks, and the formatting
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Test processes: most tests wait on subprocess crawls, local servers and kills rather than
+# compute, so 3 on a 2-core machine finish sooner than 2 (4m16s against 6m27s, 8m48s alone).
+TEST_WORKERS ?= 3
+
 test: $(STAMP) lint ## Lint, then run the whole test suite (needs PostgreSQL; see README)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal
 
 extract: $(STAMP) ## Extract local files: make extract FILES="a.md b.html"
 	$(VENV)/bin/scrapy extract $(FILES)

@@ -144,7 +144,8 @@ def test_search_as_csv(corpus_url, capsys):
     assert [json.loads(row["stocks"]) for row in rows] == [[], []]  # no stock markup
 
 
-def test_search_table_keeps_cjk_columns_aligned(corpus_url, capsys):
+def test_search_table_keeps_cjk_columns_aligned(corpus_url, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the snippet's length follows the terminal's width
     code, out, _ = finews(capsys, "search", "HFO-1234yf", "--url", corpus_url)
 
     lines = out.splitlines()
