@@ -3,16 +3,24 @@
 ``Store`` is the one object per crawler (``Store.for_crawler(crawler)``, also reachable as
 ``crawler.finews_store``). Articles (each copy of one: ``pipelines.upsert`` merges them) are
 queued (``add``) and written in the crawl process, in order, one transaction a batch
-(``pipelines.upsert.write_batch``)
-of FINEWS_STORE_BATCH_SIZE, after FINEWS_STORE_FLUSH_SECONDS, and at close: a 500-article
-batch takes tens of milliseconds, a pause the crawl does not notice.
+(``pipelines.upsert.write_batch``) of FINEWS_STORE_BATCH_SIZE, after
+FINEWS_STORE_FLUSH_SECONDS, and at close.
+
+In a running crawl the batches are written on the store's own thread (one, so writes keep
+their order): a 500-article batch holds the database for 0.1-0.2 s, most of it in the
+database driver, which lets the reactor go on fetching and parsing meanwhile. What the
+thread does to the store's state (stats, rejects of refused rows, stopping the crawl) is
+handed back and done on the reactor's thread. Items wait (``add`` returns an awaitable)
+while two batches are still being written, so that a slow database slows the crawl instead
+of filling memory. Outside a running reactor (tools, tests, ``scrapy cron``'s last flush)
+every write is made at once, in the caller's thread.
 
 Where a write fails, the store tells the database's two kinds of failure apart:
 
 - **The database is away** (a connection refused or lost, SQLite's "database is locked":
   ``is_outage``): the same batch is written again with back-off for up to
-  FINEWS_DB_RETRY_SECONDS (60). The crawl waits meanwhile: the write runs in the crawl
-  process, so no request goes out and nothing piles up. If the database answers, the run goes
+  FINEWS_DB_RETRY_SECONDS (60). The crawl waits meanwhile: items wait for the writes
+  queued before them, so nothing piles up. If the database answers, the run goes
   on as if nothing happened. If not, the store gives up (``unavailable``): the run stops with
   the reason ``database_unavailable`` and fails (``scrapy cron`` exits 3), and what it could not
   write is left for the next run, which fetches it again: an outage never becomes a reject.
@@ -30,9 +38,14 @@ saying to run ``make migrate``, unless FINEWS_AUTO_MIGRATE is true.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -59,6 +72,7 @@ REJECTS = Reject.__table__
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_SECONDS = 5.0
 DEFAULT_RETRY_SECONDS = 60.0  # how long a write waits for a database that went away
+WRITES_AHEAD = 2  # batches queued on the store's thread before items wait for them
 FIRST_RETRY_DELAY = 0.25  # seconds before the second try; doubled each time, up to
 MAX_RETRY_DELAY = 5.0
 EXCERPT_CHARS = 300
@@ -158,6 +172,14 @@ class Store:
         self._file_rows: list[dict[str, Any]] = []
         self._reject_file_rows: list[dict[str, Any]] = []
         self._source_files: dict[str, sources.FileRecord] | None = None
+        # In a running crawl: the store's writer thread, its writes not yet done (oldest
+        # first), and what they did to be done on the reactor's thread (module docstring).
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_thread: threading.Thread | None = None
+        self._writes: deque[Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._effects: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._effects_lock = threading.Lock()
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -227,6 +249,7 @@ class Store:
         self._finished = True
         self._stop_timer()
         try:
+            self._stop_writer()
             self.flush()
         except Exception:
             logger.exception("Could not write the last batch")
@@ -331,42 +354,108 @@ class Store:
             info_code=article.info_code,
         )
 
-    def add(self, article: Article) -> None:
-        """Queue a valid article (``info_code`` set) for the next batch."""
+    def add(self, article: Article) -> Awaitable[None] | None:
+        """Queue a valid article (``info_code`` set) for the next batch; an awaitable when
+        the caller should wait for the batches being written (``_flush_if_due``)."""
         assert article.info_code, "validate before storing"
         key = (article.info_code, article.category)
         if key in self._pending:
             # The same copy twice in a batch: write the first, then compare with it.
-            self.flush()
+            self._flush_soon()
         self._pending[key] = article
         self._take_file(article.url, sources.ARTICLE, self._file_rows)
-        self._flush_if_due()
+        return self._flush_if_due()
 
     def flush(self) -> None:
-        """Write everything queued: articles and their files in one transaction (or one per
-        item if the database refuses the batch); then the rejects."""
-        if self._pending or self._file_rows:
-            articles, files = list(self._pending.values()), self._file_rows
-            self._pending, self._file_rows = {}, []
+        """Write everything queued, and wait for it: articles and their files in one
+        transaction (or one per item if the database refuses the batch); then the rejects,
+        those of refused rows too."""
+        while self._pending or self._file_rows or self._rejects or self._reject_file_rows:
+            write = self._flush_soon()
+            if write is not None:
+                try:
+                    write.result()
+                finally:
+                    self._apply_effects()
+
+    def _flush_soon(self) -> Future[None] | None:
+        """Start writing everything queued: on the writer thread (its future returned) in a
+        running crawl, else here and now."""
+        articles, files = list(self._pending.values()), self._file_rows
+        rejects, reject_files = self._rejects, self._reject_file_rows
+        if not (articles or files or rejects or reject_files):
+            return None
+        self._pending, self._file_rows = {}, []
+        self._rejects, self._reject_file_rows = [], []
+        if articles or files:
             self._last_flush = time.monotonic()
             self.stats.inc_value("finews/batches")
-            self._write_batch(articles, files)
-        self._write_rejects()
+        counts = ledger.counts_from(self.stats)  # read here: the reactor's thread changes them
+        if self._writer is None:
+            self._write_all(articles, files, rejects, reject_files, counts)
+            return None
+        write = self._writer.submit(self._write_all, articles, files, rejects, reject_files, counts)
+        self._writes.append(write)
+        write.add_done_callback(self._written)
+        return write
+
+    def _write_all(
+        self, articles: list[Article], files: list[dict[str, Any]],
+        rejects: list[dict[str, Any]], reject_files: list[dict[str, Any]], counts: dict,
+    ) -> None:  # fmt: skip
+        if articles or files:
+            self._write_batch(articles, files, counts)
+        self._write_rejects(rejects, reject_files)
+
+    def _written(self, write: Future[None]) -> None:
+        """On the writer thread, a write done: the reactor's thread takes over what it did."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._write_done, write)
+
+    def _write_done(self, write: Future[None]) -> None:
+        if write in self._writes:
+            self._writes.remove(write)
+        self._apply_effects()
+        error = write.exception()
+        if error is not None:  # a bug, not the database: the write's articles are lost
+            self.storage_failed = True
+            self.stats.inc_value("finews/errors")
+            logger.error("Could not write a batch", exc_info=error)
+
+    def _on_reactor(self, function: Callable[..., Any], *args: Any) -> None:
+        """``function(*args)`` on the reactor's thread: now if this is it, else handed back."""
+        if threading.current_thread() is not self._writer_thread:
+            function(*args)
+            return
+        with self._effects_lock:
+            self._effects.append((function, args))
+
+    def _apply_effects(self) -> None:
+        with self._effects_lock:
+            effects, self._effects = self._effects, []
+        for function, args in effects:
+            function(*args)
+
+    def _inc(self, key: str, count: int = 1) -> None:
+        self._on_reactor(self.stats.inc_value, key, count)
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write_batch(self, articles: list[Article], files: list[dict[str, Any]]) -> None:
+    def _write_batch(
+        self, articles: list[Article], files: list[dict[str, Any]], counts: dict
+    ) -> None:
         if self.unavailable:
             self._unwritten += len(articles)
             return
         try:
-            self._count(self._retrying(lambda: self._write(articles, files), "a batch"))
+            self._count(self._retrying(lambda: self._write(articles, files, counts), "a batch"))
             return
         except DatabaseUnavailable:
             self._unwritten += len(articles)
             return
         except SQLAlchemyError as exc:
-            self.stats.inc_value("finews/batch_failures")
+            self._inc("finews/batch_failures")
             logger.warning(
                 "The database refused a batch of %d articles (%s); writing them one by one",
                 len(articles),
@@ -374,14 +463,17 @@ class Store:
             )
         for n, article in enumerate(articles):
             try:
-                self._count(self._retrying(lambda a=article: self._write([a]), "an article"))
+                outcome = self._retrying(
+                    lambda a=article: self._write([a], None, counts), "an article"
+                )
+                self._count(outcome)
             except DatabaseUnavailable:
                 self._unwritten += len(articles) - n
                 return  # their files stay unrecorded: the next run reads them again
             except SQLAlchemyError as exc:
-                self.reject_item(article, REFUSED, describe_error(exc))
+                self._on_reactor(self.reject_item, article, REFUSED, describe_error(exc))
         # Recorded after the retries, with the rejects some of them became.
-        self._reject_file_rows.extend(files)
+        self._on_reactor(lambda: self._reject_file_rows.extend(files))
 
     def _retrying(self, write: Any, what: str, *, patience: float | None = None) -> Any:
         """``write()``, tried again with back-off while the database is away, for up to
@@ -400,7 +492,7 @@ class Store:
                     self._give_up(what, waited, exc)
                     raise DatabaseUnavailable(describe_error(exc)) from exc
                 if tries == 0:
-                    self.stats.inc_value("finews/db_outages")
+                    self._inc("finews/db_outages")
                     logger.warning(
                         "The database is unavailable (%s); writing %s again for up to %.0f s",
                         describe_error(exc), what, patience,
@@ -420,7 +512,7 @@ class Store:
         if self.unavailable:
             return
         self.unavailable = self.storage_failed = True
-        self.stats.inc_value("finews/errors")
+        self._inc("finews/errors")
         logger.error(
             "The database stayed unavailable for %.0f s (%s) while writing %s: the run stops. "
             "What it could not write is not recorded as rejected: once the database is back, "
@@ -428,9 +520,11 @@ class Store:
             waited, describe_error(exc), what,
         )  # fmt: skip
         if self.on_unavailable is not None:
-            self.on_unavailable()
+            self._on_reactor(self.on_unavailable)
 
-    def _write(self, articles: list[Article], files: list[dict[str, Any]] | None = None) -> Outcome:
+    def _write(
+        self, articles: list[Article], files: list[dict[str, Any]] | None, counts: dict
+    ) -> Outcome:
         with self._engine().begin() as conn:
             outcome = write_batch(
                 conn,
@@ -441,7 +535,7 @@ class Store:
             )
             sources.write(conn, files or [], run_id=self.run_id, now=now())
             if self.run_id is not None:  # progress, so a killed run still says how far it got
-                ledger.record_counts(conn, self.run_id, ledger.counts_from(self.stats))
+                ledger.record_counts(conn, self.run_id, counts)
         # Only once committed: a rolled-back category must be written again.
         for slug, outlet in outcome.categories.items():
             self._categories[slug] = outlet or self._categories.get(slug)
@@ -454,13 +548,11 @@ class Store:
             ("finews/unchanged", outcome.unchanged),
         ):
             if codes:
-                self.stats.inc_value(key, len(codes))
+                self._inc(key, len(codes))
 
-    def _write_rejects(self) -> None:
-        if not (self._rejects or self._reject_file_rows):
+    def _write_rejects(self, rows: list[dict[str, Any]], files: list[dict[str, Any]]) -> None:
+        if not (rows or files):
             return
-        rows, self._rejects = self._rejects, []
-        files, self._reject_file_rows = self._reject_file_rows, []
         if self.unavailable:  # the pages are fetched again by the next run, and judged again
             self._unwritten_rejects += len(rows)
             return
@@ -478,7 +570,7 @@ class Store:
         except (DatabaseUnavailable, SQLAlchemyError) as exc:
             # Nothing is left to hold them: the log is the last place a person can look.
             self.storage_failed = True
-            self.stats.inc_value("finews/errors")
+            self._inc("finews/errors")
             cause = describe_error(exc.__cause__ or exc)
             logger.error("Could not write %d rejects: %s", len(rows), cause)
             for row in rows:
@@ -511,22 +603,59 @@ class Store:
 
     # -- batching by time -------------------------------------------------------------------
 
-    def _flush_if_due(self) -> None:
+    def _flush_if_due(self) -> Awaitable[None] | None:
+        """Start writing the queue when it is a batch or old enough. While WRITES_AHEAD
+        batches are still being written, an awaitable for the oldest: the caller waits."""
         if self.run_id is None:
-            return  # not open yet: nothing may be written before the schema is checked
+            return None  # not open yet: nothing may be written before the schema is checked
         queued = len(self._pending)
         if queued >= self.batch_size or (time.monotonic() - self._last_flush >= self.flush_seconds):
+            self._flush_soon()
+        if len(self._writes) >= WRITES_AHEAD and self._loop is not None:
+            return asyncio.wrap_future(self._writes[0], loop=self._loop)
+        return None
+
+    def close_writes(self) -> Awaitable[None] | None:
+        """Write everything queued: now, or (in a running crawl) an awaitable of the end."""
+        if self._writer is None:
             self.flush()
+            return None
+        return self.drain()
+
+    async def drain(self) -> None:
+        """Write everything queued and wait until every write is done (a crawl's close)."""
+        self._flush_soon()
+        for write in list(self._writes):  # in the order they are written
+            with contextlib.suppress(Exception):  # logged by _write_done
+                await asyncio.wrap_future(write, loop=self._loop)
+        self._apply_effects()
 
     def _start_timer(self) -> None:
         # Only inside a running crawl: importing the reactor elsewhere would install one.
-        if self.flush_seconds <= 0 or not is_reactor_installed():
+        if not is_reactor_installed():
             return
         from twisted.internet import reactor
 
-        if reactor.running:  # type: ignore[attr-defined]
-            self._timer = create_looping_call(self._flush_if_due)
+        if not reactor.running:  # type: ignore[attr-defined]
+            return
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # a reactor that is not asyncio's: write in place
+            self._loop = None
+        if self._loop is not None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="finews-store")
+            self._writer_thread = self._writer.submit(threading.current_thread).result()
+        if self.flush_seconds > 0:
+            self._timer = create_looping_call(lambda: self._flush_if_due() and None)
             self._timer.start(self.flush_seconds, now=False)
+
+    def _stop_writer(self) -> None:
+        """Wait for the writes under way and stop the writer thread; writes happen here again."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+            self._writes.clear()
+        self._apply_effects()
 
     def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.running:
@@ -565,9 +694,14 @@ class StorePipeline:
     def open_spider(self) -> None:
         self.store.open_for_spider(self.crawler.spider)
 
-    def process_item(self, item: Article) -> Article:
-        self.store.add(item)
+    def process_item(self, item: Article) -> Article | Awaitable[Article]:
+        wait = self.store.add(item)
+        return item if wait is None else self._after(wait, item)
+
+    @staticmethod
+    async def _after(wait: Awaitable[None], item: Article) -> Article:
+        await wait  # the database is behind: this item waits for the oldest batch
         return item
 
-    def close_spider(self) -> None:
-        self.store.flush()  # the crawl ends when its articles are written, not before
+    def close_spider(self) -> Awaitable[None] | None:
+        return self.store.close_writes()  # the crawl ends when its articles are written
