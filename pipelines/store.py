@@ -700,7 +700,8 @@ class StorePipeline:
 
     @staticmethod
     async def _after(wait: Awaitable[None], item: Article) -> Article:
-        await wait  # the database is behind: this item waits for the oldest batch
+        with contextlib.suppress(Exception):  # a failed write is logged and counted once
+            await wait  # the database is behind: this item waits for the oldest batch
         return item
 
     def close_spider(self) -> Awaitable[None] | None:
