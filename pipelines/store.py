@@ -604,13 +604,17 @@ class Store:
     # -- batching by time -------------------------------------------------------------------
 
     def _flush_if_due(self) -> Awaitable[None] | None:
-        """Start writing the queue when it is a batch or old enough. While WRITES_AHEAD
-        batches are still being written, an awaitable for the oldest: the caller waits."""
+        """Start writing the queue when it is a batch or old enough; then ``backlog()``."""
         if self.run_id is None:
             return None  # not open yet: nothing may be written before the schema is checked
         queued = len(self._pending)
         if queued >= self.batch_size or (time.monotonic() - self._last_flush >= self.flush_seconds):
             self._flush_soon()
+        return self.backlog()
+
+    def backlog(self) -> Awaitable[None] | None:
+        """While WRITES_AHEAD batches are still being written, an awaitable for the oldest
+        (the caller waits: the database is behind); else None."""
         if len(self._writes) >= WRITES_AHEAD and self._loop is not None:
             return asyncio.wrap_future(self._writes[0], loop=self._loop)
         return None

@@ -99,3 +99,73 @@ def test_batches_are_written_on_the_store_thread_in_order_and_items_wait(tmp_pat
             assert (run.status, run.stored, run.rejected) == ("finished", 999, 1)
     finally:
         engine.dispose()
+
+
+# A slow database for a backfill: every batch write sleeps; the peak number of items in the
+# pipelines (sent by start() and not yet done) is written to SLOW_DB_REPORT at close.
+SLOW_DB = """
+import json, os, time
+
+from scrapy import signals
+
+import pipelines.store
+
+
+class SlowDatabase:
+    def __init__(self, crawler):
+        self.crawler, self.peak = crawler, 0
+        write = pipelines.store.write_batch
+
+        def slow(*args, **kwargs):
+            slot = crawler.engine.scraper.slot if crawler.engine else None
+            self.peak = max(self.peak, slot.itemproc_size if slot else 0)
+            time.sleep(0.1)
+            return write(*args, **kwargs)
+
+        pipelines.store.write_batch = slow
+        crawler.signals.connect(self.closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def closed(self):
+        with open(os.environ["SLOW_DB_REPORT"], "w") as file:
+            json.dump({"peak": self.peak}, file)
+"""
+
+
+def test_a_backfill_reads_no_further_ahead_than_a_slow_database_writes(tmp_path):
+    from datetime import datetime
+
+    from fixtures.synth import generate, write
+    from schema.types import BEIJING
+
+    tree = tmp_path / "site"
+    write(generate(1000, seed=3, start=datetime(2023, 5, 1, tzinfo=BEIJING)), tree)
+    (tmp_path / "slowdb.py").write_text(SLOW_DB, encoding="utf-8")
+    report = tmp_path / "report.json"
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}",
+        "SLOW_DB_REPORT": str(report),
+    }
+    env.pop("FINEWS_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "archive", "-a", f"path={tree}",
+         "-a", "workers=0", "-s", f"FINEWS_DATABASE_URL={url}", "-s", "FINEWS_STORE_BATCH_SIZE=20",
+         "-s", 'EXTENSIONS={"slowdb.SlowDatabase": 0}', "-s", "TELNETCONSOLE_ENABLED=False"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 50 batches of 20 at 100 ms each: parsing runs many times faster than that. Without
+    # the wait in start() the items read ahead pile up in the pipelines (hundreds).
+    assert json.loads(report.read_text())["peak"] <= 3 * 20
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(Article)) == 1000
+    finally:
+        engine.dispose()

@@ -171,8 +171,14 @@ class ArchiveSpider(Spider):
         try:
             async for task, result in self.pool.read(self.plan()):
                 item = self.take(task, result)
-                if item is not None:
-                    yield item
+                if item is None:
+                    continue
+                # Scrapy sends start() items to the pipelines without waiting for them: when
+                # the database is behind, read no further ahead (memory stays bounded).
+                if (backlog := self.store.backlog()) is not None:
+                    with contextlib.suppress(Exception):  # a failed write: logged by the store
+                        await backlog
+                yield item
         except BrokenProcessPool as exc:
             logger.error(
                 "The parser processes died (%s): the backfill stops here. Run the same "
