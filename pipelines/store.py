@@ -356,7 +356,7 @@ class Store:
 
     def add(self, article: Article) -> Awaitable[None] | None:
         """Queue a valid article (``info_code`` set) for the next batch; an awaitable when
-        the caller should wait for the batches being written (``_flush_if_due``)."""
+        the caller should wait for the batches being written (``backlog``)."""
         assert article.info_code, "validate before storing"
         key = (article.info_code, article.category)
         if key in self._pending:
@@ -364,7 +364,8 @@ class Store:
             self._flush_soon()
         self._pending[key] = article
         self._take_file(article.url, sources.ARTICLE, self._file_rows)
-        return self._flush_if_due()
+        self._flush_if_due()
+        return self.backlog()
 
     def flush(self) -> None:
         """Write everything queued, and wait for it: articles and their files in one
@@ -603,14 +604,13 @@ class Store:
 
     # -- batching by time -------------------------------------------------------------------
 
-    def _flush_if_due(self) -> Awaitable[None] | None:
-        """Start writing the queue when it is a batch or old enough; then ``backlog()``."""
+    def _flush_if_due(self) -> None:
+        """Start writing the queue when it is a batch or old enough."""
         if self.run_id is None:
-            return None  # not open yet: nothing may be written before the schema is checked
+            return  # not open yet: nothing may be written before the schema is checked
         queued = len(self._pending)
         if queued >= self.batch_size or (time.monotonic() - self._last_flush >= self.flush_seconds):
             self._flush_soon()
-        return self.backlog()
 
     def backlog(self) -> Awaitable[None] | None:
         """While WRITES_AHEAD batches are still being written, an awaitable for the oldest
@@ -650,7 +650,7 @@ class Store:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="finews-store")
             self._writer_thread = self._writer.submit(threading.current_thread).result()
         if self.flush_seconds > 0:
-            self._timer = create_looping_call(lambda: self._flush_if_due() and None)
+            self._timer = create_looping_call(self._flush_if_due)
             self._timer.start(self.flush_seconds, now=False)
 
     def _stop_writer(self) -> None:
