@@ -379,21 +379,22 @@ def build_parser(*, with_browse: bool = False) -> Parser:
     common.add_argument(
         "--url", help="database URL (default: FINEWS_DATABASE_URL, else sqlite:///data/finews.db)"
     )
-    days = Parser(add_help=False)
-    days.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first Beijing day")
-    days.add_argument("--until", type=day, metavar="YYYY-MM-DD", help="last Beijing day")
+    # The filters search and export share.
+    filters = Parser(add_help=False)
+    filters.add_argument("--since", type=day, metavar="YYYY-MM-DD", help="first Beijing day")
+    filters.add_argument("--until", type=day, metavar="YYYY-MM-DD", help="last Beijing day")
+    filters.add_argument("--stock", metavar="SYMBOL", help="only articles on 600160.SH")
+    filters.add_argument("--outlet", help="only articles of this outlet (证券日报网)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     text = "Find the articles whose title or body contains QUERY, newest first."
     search_parser = subparsers.add_parser(
         "search",
-        parents=[common, days],
+        parents=[common, filters],
         help="find articles containing a word or phrase",
         description=text,
     )
     search_parser.add_argument("query", metavar="QUERY", help="a word or phrase: 茅台, 新市民")
-    search_parser.add_argument("--stock", metavar="SYMBOL", help="only articles on 600160.SH")
-    search_parser.add_argument("--outlet", help="only articles of this outlet (证券日报网)")
     search_parser.add_argument(
         "--limit", type=positive, default=20, help="at most this many articles (20)"
     )
@@ -406,14 +407,12 @@ def build_parser(*, with_browse: bool = False) -> Parser:
     )
     export_parser = subparsers.add_parser(
         "export",
-        parents=[common, days],
+        parents=[common, filters],
         help="write articles and stock mentions to files",
         description=text,
     )
     export_parser.add_argument("out", metavar="OUT", help="the directory to write into")
     export_parser.add_argument("--format", choices=("parquet", "csv"), required=True)
-    export_parser.add_argument("--stock", metavar="SYMBOL", help="only articles on 600160.SH")
-    export_parser.add_argument("--outlet", help="only articles of this outlet (证券日报网)")
     export_parser.set_defaults(run=run_export)
 
     text = (
