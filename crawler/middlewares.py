@@ -133,7 +133,6 @@ class SkipKnownPosts:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.stats = crawler.stats
         self.read: set[tuple[str, str | None]] | None = None  # None until the first post
         self.rejected: set[str] = set()
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
@@ -163,5 +162,5 @@ class SkipKnownPosts:
             self.read.add((item.info_code, item.category))
 
     def _skip(self, why: str) -> None:
-        self.stats.inc_value("finews/skipped")
-        self.stats.inc_value(f"finews/skipped/{why}")
+        self.crawler.stats.inc_value("finews/skipped")
+        self.crawler.stats.inc_value(f"finews/skipped/{why}")

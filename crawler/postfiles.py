@@ -36,7 +36,6 @@ _LIVE_DIR = f"{os.sep}_posts{os.sep}"
 _NOT_UTF8 = re.compile("[\ud800-\udfff]")  # how os.fsdecode keeps bytes that are not UTF-8
 
 # Why a file was passed over without an item (stats: finews/skipped/<reason>).
-SUPERSEDED = "superseded"  # another file holds a newer copy of the same post
 OUTSIDE_WINDOW = "outside_window"
 OTHER_CATEGORY = "other_category"
 UNCHANGED = "unchanged"
@@ -287,7 +286,7 @@ def read_post_file(task: ReadTask, filters: Filters) -> ReadResult:
     try:
         data = read_nofollow(task.path)
     except OSError as exc:
-        return ReadResult(error=f"cannot read file: {exc.strerror or exc}")
+        return ReadResult(error=_os_reason("file", exc))
     digest = hashlib.sha256(data).hexdigest()
     if digest == task.known_sha256:
         return ReadResult(digest, skipped=UNCHANGED)

@@ -305,13 +305,12 @@ class Registry:
 
     def __init__(
         self, server: Redis, keys: JobKeys, host: str | None = None, pid: int | None = None,
-        stale_after: float = STALE_AFTER, ttl: int = KEY_TTL,
+        ttl: int = KEY_TTL,
     ) -> None:  # fmt: skip
         self.server = server
         self.keys = keys
         self.host = host or socket.gethostname()
         self.member = f"{self.host}:{pid or os.getpid()}"
-        self.stale_after = stale_after
         self.ttl = ttl
         self._script = server.register_script(_REGISTRY_LUA)
 
@@ -340,7 +339,7 @@ class Registry:
 
     def _run(self, action: str) -> tuple[int, int]:
         dead = [] if action == "beat" else self.dead_here()
-        args = [action, self.member, self.host + ":", self.stale_after, self.ttl, *dead]
+        args = [action, self.member, self.host + ":", STALE_AFTER, self.ttl, *dead]
         live, deleted = self._script(keys=list(self.keys.all), args=args)
         return int(live), int(deleted)
 

@@ -87,7 +87,6 @@ FINEWS_DB_CONNECT_TIMEOUT = 10
 FINEWS_PROGRESS_INTERVAL = 2.0
 
 # Scrapy's modern defaults, stated so that upgrades do not change behaviour silently.
-REQUEST_FINGERPRINTER_IMPLEMENTATION = "2.7"
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 FEED_EXPORT_ENCODING = "utf-8"
 LOG_LEVEL = "INFO"

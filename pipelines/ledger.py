@@ -22,9 +22,8 @@ from schema.models import CrawlRun
 
 RUNS: Table = CrawlRun.__table__  # type: ignore[assignment]
 
-# crawl_runs column -> stats key.
+# crawl_runs columns, each counted under the stats key finews/<column>.
 COUNTED = ("seen", "stored", "updated", "unchanged", "duplicates", "rejected", "skipped")
-COUNT_KEYS = {column: f"finews/{column}" for column in COUNTED}
 ERROR_KEYS = ("log_count/ERROR", "finews/errors")
 
 # Scrapy close reason -> run status; any other reason (CLOSESPIDER_* limits) is "stopped".
@@ -47,7 +46,7 @@ def status_for(reason: str | None, *, storage_failed: bool) -> str:
 
 
 def counts_from(stats: Stats) -> dict[str, int]:
-    counts = {column: int(stats.get_value(key, 0) or 0) for column, key in COUNT_KEYS.items()}
+    counts = {column: int(stats.get_value(f"finews/{column}", 0) or 0) for column in COUNTED}
     counts["errors"] = sum(int(stats.get_value(key, 0) or 0) for key in ERROR_KEYS)
     return counts
 
@@ -117,12 +116,12 @@ def close_abandoned(engine: Engine, run_id: int, *, reason: str, now: datetime) 
         return conn.execute(query).rowcount == 1
 
 
-def close_dead_runs(engine: Engine, *, now: datetime, host: str | None = None) -> list[int]:
+def close_dead_runs(engine: Engine, *, now: datetime) -> list[int]:
     """Mark ``interrupted`` the ``running`` rows of this host whose process is gone; their ids.
 
     Rows of other hosts are left alone: their processes cannot be seen from here. A pid taken
     again by a new process keeps its row ``running`` until that process ends."""
-    host = host or socket.gethostname()
+    host = socket.gethostname()
     query = select(RUNS.c.id, RUNS.c.pid).where(RUNS.c.status == "running", RUNS.c.host == host)
     with engine.begin() as conn:
         dead = [run for run, pid in conn.execute(query) if pid is not None and not pid_exists(pid)]

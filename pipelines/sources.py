@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from pipelines.upsert import insert_for
 from schema.models import SourceFile
 
 SOURCE_FILES: Table = SourceFile.__table__  # type: ignore[assignment]
@@ -59,10 +59,7 @@ def write(
     if not rows:
         return
     by_path = {row["path"]: {**row, "run_id": run_id, "read_at": now} for row in rows}
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(SOURCE_FILES)
-    else:
-        stmt = sqlite.insert(SOURCE_FILES)
+    stmt = insert_for(conn, SOURCE_FILES)
     stmt = stmt.on_conflict_do_update(
         index_elements=["path"], set_={c: stmt.excluded[c] for c in _UPDATED}
     )

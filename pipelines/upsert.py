@@ -176,9 +176,9 @@ def write_batch(
         conn.execute(delete(STOCKS).where(STOCKS.c.info_code.in_(chunk)))
     stock_rows = [{**row, "info_code": code} for code in changed for row in states[code].stocks]
     if stock_rows:
-        conn.execute(_insert(conn, STOCKS), stock_rows)
+        conn.execute(insert_for(conn, STOCKS), stock_rows)
     if links:
-        stmt = _insert(conn, LINKS)
+        stmt = insert_for(conn, LINKS)
         stmt = stmt.on_conflict_do_update(
             index_elements=["info_code", "category"], set_={c: stmt.excluded[c] for c in _COPY}
         )
@@ -246,7 +246,7 @@ def _upsert_categories(
         if slug not in known or (known[slug] is None and outlet is not None)
     ]
     if rows:
-        stmt = _insert(conn, CATEGORIES)
+        stmt = insert_for(conn, CATEGORIES)
         stmt = stmt.on_conflict_do_update(
             index_elements=["slug"],
             set_={"outlet": stmt.excluded.outlet},
@@ -260,7 +260,7 @@ def _upsert_categories(
 def _upsert_articles(
     conn: Connection, texts: Sequence[tuple[Article, _State]], run_id: int | None, now: datetime
 ) -> None:
-    stmt = _insert(conn, ARTICLES)
+    stmt = insert_for(conn, ARTICLES)
     revised = {c: stmt.excluded[c] for c in (*_TEXT, "digest", "revision", "updated_at", "run_id")}
     # A copy keeps the URL it was first seen at; another copy taking over brings its own.
     other = ARTICLES.c.category.is_distinct_from(stmt.excluded.category)
@@ -292,7 +292,8 @@ def article_row(article: Article, state: _State, run_id: int | None, now: dateti
     }
 
 
-def _insert(conn: Connection, table: Table) -> Any:
+def insert_for(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_update`` on both databases."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)

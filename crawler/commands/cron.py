@@ -49,7 +49,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler import scaleout
-from crawler.pages.site import site_root
+from crawler.pages.site import LIVE_SITE, site_root
 from pipelines import ledger
 from schema.db import database_url, make_engine, redact
 from schema.migrate import SchemaOutdated, is_blank, require_current, schema_lock
@@ -64,7 +64,7 @@ DEFAULT_WORKER_WAIT = 900.0  # seconds the other workers get once this one's cra
 JOB_LENGTH = 100  # crawl_runs.job holds this many characters
 STOP_GRACE = 30.0  # seconds between SIGTERM and SIGKILL for a worker still running then
 # Summed over the job's crawl_runs rows, one per worker.
-TOTALED = ("seen", "stored", "updated", "unchanged", "duplicates", "rejected", "skipped", "errors")
+TOTALED = (*ledger.COUNTED, "errors")
 PROGRESS = ("pages", "stored", "updated", "skipped", "rejected")  # finews/… stats a run reports
 
 
@@ -95,7 +95,7 @@ def judge(reason: str | None, stats: Mapping[str, Any], *, storage_failed: bool,
           max_errors: int) -> Outcome:  # fmt: skip
     """The exit status of a finished crawl, from its close reason and stats."""
     c = {key: _count(stats, f"finews/{key}") for key in PROGRESS}
-    errors = _count(stats, "log_count/ERROR") + _count(stats, "finews/errors")
+    errors = sum(_count(stats, key) for key in ledger.ERROR_KEYS)
     progress = (f"{c['pages']} pages, {c['stored']} articles stored, {c['updated']} updated, "
                 f"{c['skipped']} posts skipped, {c['rejected']} rejected")  # fmt: skip
     if storage_failed:
@@ -464,7 +464,7 @@ class Command(BaseRunSpiderCommand):
         if args:
             raise UsageError("scrapy cron takes no positional arguments; use -a NAME=VALUE")
         try:
-            site_root(opts.spargs.get("base_url", "https://finews.withounder.com/"))
+            site_root(opts.spargs.get("base_url", LIVE_SITE))
         except ValueError as exc:
             raise UsageError(f"-a base_url: {exc}", print_help=False) from None
         settings = self.settings

@@ -18,8 +18,7 @@ from crawler.items import Article
 from crawler.pages import ExtractionError
 from crawler.pages.page import parse_page
 from crawler.pages.post import parse_post
-
-POST_SUFFIXES = (".md", ".markdown")
+from crawler.postfiles import POST_SUFFIXES
 
 
 def extract_file(path: Path) -> Article:

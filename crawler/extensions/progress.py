@@ -160,13 +160,13 @@ class Progress:
         else:
             logger.info(line)
 
-    def rate(self, seen: int, now: float | None = None) -> float | None:
+    def rate(self, seen: int) -> float | None:
         """Items per second over the last RATE_WINDOW seconds (None before two samples)."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         self.samples.append((now, seen))
         while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW:
             self.samples.popleft()
-        (then, before), _ = self.samples[0], self.samples[-1]
+        then, before = self.samples[0]
         if now <= then:
             return None
         return (seen - before) / (now - then)

@@ -107,21 +107,22 @@ def parse_fragment(html: str) -> list:
     root = parse_html(f"<html><body><div>{html}</div></body></html>")
     container = root.find("body/div")
     assert container is not None
-    return _with_leading_text(container)
+    return content_nodes(container.text, container)
 
 
-def _with_leading_text(container) -> list:
+def content_nodes(leading: str | None, children) -> list:
+    """``children`` with the non-blank text before them (``leading``) and after each."""
     nodes: list = []
-    if container.text and container.text.strip():
-        nodes.append(container.text)
-    for child in container:
+    if leading and leading.strip():
+        nodes.append(leading)
+    for child in children:
         nodes.append(child)
         if child.tail and child.tail.strip():
             nodes.append(child.tail)
     return nodes
 
 
-def _has_class(el, name: str) -> bool:
+def has_class(el, name: str) -> bool:
     classes = el.get("class")
     return classes is not None and name in classes.split()
 
@@ -135,7 +136,6 @@ class _BodyReader:
     def __init__(self, base_url: str):
         self.base_url = base_url
         self.body = Body()
-        self.blocks: list[str] = []
         self.run: list[str] = []
         self.html_parts: list[str] = []
         self.stocks: dict[tuple[str, str], Stock] = {}
@@ -155,7 +155,6 @@ class _BodyReader:
             self._flush()
             self.html_parts.append(_serialise(node))
         body = self.body
-        body.paragraphs = self.blocks
         body.stocks = list(self.stocks.values())
         html = "".join(self.html_parts).strip()
         body.body_html = _sanitise(html) if html else None
@@ -172,11 +171,11 @@ class _BodyReader:
         if _is_hidden(node):
             return True
         tag = node.tag
-        if tag == "blockquote" and not self.blocks and self.body.digest is None:
+        if tag == "blockquote" and not self.body.paragraphs and self.body.digest is None:
             self.body.digest = clean_text(text_of(node)) or None
             return True
         if tag == "p":
-            if _has_class(node, _SOURCE_CLASS):
+            if has_class(node, _SOURCE_CLASS):
                 self.body.source = parse_source_line(text_of(node))
                 return True
             if self._link_line(node) or self._backlinks(node):
@@ -244,7 +243,7 @@ class _BodyReader:
         if self.in_kline:
             self._kline_node(el)
             return
-        if _has_class(el, _SOURCE_CLASS):
+        if has_class(el, _SOURCE_CLASS):
             self._flush()
             if self.body.source is None:
                 self.body.source = parse_source_line(text_of(el))
@@ -287,7 +286,7 @@ class _BodyReader:
             text = clean_text("".join(self.run))
             self.run = []
             if text:
-                self.blocks.append(text)
+                self.body.paragraphs.append(text)
 
     def _image(self, el) -> None:
         src = (el.get("src") or "").strip()

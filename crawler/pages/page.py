@@ -24,7 +24,7 @@ from lxml import etree
 from crawler.items import Article
 from crawler.loaders import ArticleLoader
 from crawler.pages import ExtractionError, content_type_of, decode_html
-from crawler.pages.body import extract_body, parse_html, text_of
+from crawler.pages.body import content_nodes, extract_body, has_class, parse_html, text_of
 from crawler.processors import SITE_TITLE, clean_text
 
 # What ``_landmarks`` finds, as XPaths (section: the last match; the others: the first).
@@ -86,7 +86,7 @@ def _landmarks(root) -> tuple[Any, str | None, str | None]:
         tag = el.tag
         if tag == "section":
             parent = el.getparent()
-            if parent is not None and parent.tag == "div" and "wrapper" in _classes(parent):
+            if parent is not None and parent.tag == "div" and has_class(parent, "wrapper"):
                 section = el
         elif tag == "meta":
             if published is None and el.get("property") == "article:published_time":
@@ -94,10 +94,6 @@ def _landmarks(root) -> tuple[Any, str | None, str | None]:
         elif canonical is None and el.get("rel") == "canonical":
             canonical = el.get("href")
     return section, canonical, published
-
-
-def _classes(el) -> list[str]:
-    return (el.get("class") or "").split()
 
 
 def _split_section(section) -> tuple[str | None, str | None, list, str | None]:
@@ -119,15 +115,8 @@ def _split_section(section) -> tuple[str | None, str | None, list, str | None]:
             tag = clean_text(text_of(em) if em is not None else "") or None
             end = i
             break
-    nodes: list = []
-    prev = children[start - 1] if start else None
-    if prev is not None and prev.tail and prev.tail.strip():
-        nodes.append(prev.tail)
-    for child in children[start:end]:
-        nodes.append(child)
-        if child.tail and child.tail.strip():
-            nodes.append(child.tail)
-    return time_line, heading, nodes, tag
+    leading = children[start - 1].tail if start else None
+    return time_line, heading, content_nodes(leading, children[start:end]), tag
 
 
 def _json_ld(root) -> dict:

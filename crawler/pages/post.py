@@ -88,8 +88,8 @@ def _simple(block: str) -> dict[str, object] | None:
         if not match:
             return None
         value = match[2]
-        if value.startswith('"'):
-            if '"' in value[1:-1] or "\\" in value or not value.endswith('"') or len(value) < 2:
+        if value.startswith('"'):  # _SIMPLE_LINE's "[^"\n]*": only escapes need YAML
+            if "\\" in value:
                 return None
             value = value[1:-1]
         data[match[1]] = value

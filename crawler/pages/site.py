@@ -134,7 +134,7 @@ def _rooted(href: str, root: str) -> str:
 def site_path(url: str, root: str) -> str:
     """The path of ``url`` on the site, without ``root``'s prefix: ``/emnews/…html``."""
     path = urlsplit(url).path
-    prefix = urlsplit(root).path
+    prefix = _prefix(root)
     return (path.removeprefix(prefix) if prefix else path) or "/"
 
 
@@ -213,12 +213,10 @@ def parse_listing(
     return listing
 
 
-def read_post_page(
-    body: bytes | str, url: str, root: str, content_type: str | None = None
-) -> PostPage:
+def read_post_page(body: bytes | str, url: str, root: str) -> PostPage:
     """A post page's article (``crawler.pages.page.parse_page``) and back-link categories,
     decoding the body once for both. Never raises ExtractionError: it is returned."""
-    text = decode_html(body, content_type)
+    text = decode_html(body)
     categories = backlink_categories(text, url, root)
     try:
         return PostPage(parse_page(text, url), None, categories)
